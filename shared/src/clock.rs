@@ -1,0 +1,47 @@
+//! Wall-clock time in the two shapes the store uses: epoch milliseconds and RFC 3339 text.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// One instant, read once per request so that every attribute written for it agrees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instant(DateTime<Utc>);
+
+impl Instant {
+    /// The current time.
+    pub fn now() -> Self {
+        Self(Utc::now())
+    }
+
+    /// The instant `millis` milliseconds after the Unix epoch.
+    pub fn from_epoch_millis(millis: i64) -> Self {
+        Self(DateTime::from_timestamp_millis(millis).unwrap_or_default())
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn epoch_millis(self) -> i64 {
+        self.0.timestamp_millis()
+    }
+
+    /// Whole seconds since the Unix epoch (the unit DynamoDB TTL attributes use).
+    pub fn epoch_secs(self) -> i64 {
+        self.0.timestamp()
+    }
+
+    /// RFC 3339 in UTC with exactly three fractional digits, e.g. `2026-11-25T17:06:14.123Z`.
+    /// The fixed width makes these strings sort in time order, so they can be sort keys.
+    pub fn rfc3339(self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_is_fixed_width_utc_millis() {
+        let t = Instant::from_epoch_millis(1_700_000_000_005);
+        assert_eq!(t.rfc3339(), "2023-11-14T22:13:20.005Z");
+        assert_eq!(t.epoch_secs(), 1_700_000_000);
+    }
+}

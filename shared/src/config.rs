@@ -1,0 +1,172 @@
+//! Configuration read once per container from the environment.
+
+use std::time::Duration;
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set (or is empty).
+    #[error("environment variable {0} is required but not set")]
+    Missing(&'static str),
+    /// A variable is set but its value cannot be used.
+    #[error("environment variable {name} has an invalid value {value:?}: {reason}")]
+    Invalid {
+        /// The variable's name.
+        name: &'static str,
+        /// The value found.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Names of the DynamoDB tables, as the template passes them to every function.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// One item per agent session (`id`).
+    pub sessions: String,
+    /// Transcript events (`session_id`, `event_id`).
+    pub events: String,
+    /// Hashed session-cookie tokens (`token_hash`), with a TTL.
+    pub auth_sessions: String,
+    /// Rate-limit counters (`pk`), with a TTL.
+    pub rate_limits: String,
+    /// Organisation records (`org_id`): plan and connectors.
+    pub organisations: String,
+}
+
+/// Everything a function needs to know about its deployment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// DynamoDB table names.
+    pub tables: Tables,
+    /// The one `Origin` that mutating requests may carry (CSRF guard), e.g. `https://knoq.one`.
+    pub allowed_origin: String,
+    /// Name of the session cookie issued at sign-in.
+    pub cookie_name: String,
+    /// How long a looked-up cookie stays cached in the container (zero disables the cache).
+    pub auth_cache_ttl: Duration,
+}
+
+/// Default session cookie name (`SESSION_COOKIE_NAME` overrides it).
+pub const DEFAULT_COOKIE_NAME: &str = "knoq_session";
+/// Default auth cache lifetime in seconds (`AUTH_CACHE_TTL_SECS` overrides it).
+pub const DEFAULT_AUTH_CACHE_TTL_SECS: u64 = 5;
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (the environment in production, a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|value| !value.trim().is_empty())
+                .ok_or(ConfigError::Missing(name))
+        };
+        let allowed_origin = required("ALLOWED_ORIGIN")?;
+        if !(allowed_origin.starts_with("https://") || allowed_origin.starts_with("http://"))
+            || allowed_origin.ends_with('/')
+        {
+            return Err(ConfigError::Invalid {
+                name: "ALLOWED_ORIGIN",
+                value: allowed_origin,
+                reason: "must be scheme://host[:port] with no trailing slash",
+            });
+        }
+        let auth_cache_ttl = match lookup("AUTH_CACHE_TTL_SECS") {
+            None => Duration::from_secs(DEFAULT_AUTH_CACHE_TTL_SECS),
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|secs| *secs <= 300)
+                .map(Duration::from_secs)
+                .ok_or(ConfigError::Invalid {
+                    name: "AUTH_CACHE_TTL_SECS",
+                    value: raw,
+                    reason: "must be a whole number of seconds from 0 to 300",
+                })?,
+        };
+        Ok(Self {
+            tables: Tables {
+                sessions: required("SESSIONS_TABLE")?,
+                events: required("EVENTS_TABLE")?,
+                auth_sessions: required("AUTH_SESSIONS_TABLE")?,
+                rate_limits: required("RATE_LIMITS_TABLE")?,
+                organisations: required("ORGANISATIONS_TABLE")?,
+            },
+            allowed_origin,
+            cookie_name: lookup("SESSION_COOKIE_NAME")
+                .filter(|name| !name.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_string()),
+            auth_cache_ttl,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn complete() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("SESSIONS_TABLE", "s"),
+            ("EVENTS_TABLE", "e"),
+            ("AUTH_SESSIONS_TABLE", "a"),
+            ("RATE_LIMITS_TABLE", "r"),
+            ("ORGANISATIONS_TABLE", "o"),
+            ("ALLOWED_ORIGIN", "https://knoq.one"),
+        ])
+    }
+
+    fn read(vars: &HashMap<&'static str, &'static str>) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| vars.get(name).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn complete_environment_reads_with_defaults() {
+        let config = read(&complete()).unwrap();
+        assert_eq!(config.tables.sessions, "s");
+        assert_eq!(config.cookie_name, DEFAULT_COOKIE_NAME);
+        assert_eq!(config.auth_cache_ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn missing_table_is_named_in_the_error() {
+        let mut vars = complete();
+        vars.remove("EVENTS_TABLE");
+        let err = read(&vars).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable EVENTS_TABLE is required but not set"
+        );
+    }
+
+    #[test]
+    fn origin_with_trailing_slash_is_rejected() {
+        let mut vars = complete();
+        vars.insert("ALLOWED_ORIGIN", "https://knoq.one/");
+        assert!(matches!(
+            read(&vars),
+            Err(ConfigError::Invalid {
+                name: "ALLOWED_ORIGIN",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn auth_cache_ttl_must_be_small_whole_seconds() {
+        let mut vars = complete();
+        vars.insert("AUTH_CACHE_TTL_SECS", "0");
+        assert_eq!(read(&vars).unwrap().auth_cache_ttl, Duration::ZERO);
+        vars.insert("AUTH_CACHE_TTL_SECS", "9999");
+        assert!(read(&vars).is_err());
+        vars.insert("AUTH_CACHE_TTL_SECS", "five");
+        assert!(read(&vars).is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! Domain types that can only hold valid values: inner code never sees unchecked input.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+/// A session id: always a UUID, kept in its lowercase hyphenated form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(Uuid);
+
+impl SessionId {
+    /// A fresh random id for a new session.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// Parses the 36-character hyphenated form (any letter case). Other UUID spellings
+    /// (braced, URN, no hyphens) are refused so that one session has one spelling.
+    pub fn parse(raw: &str) -> Option<Self> {
+        if raw.len() != 36 {
+            return None;
+        }
+        Uuid::try_parse(raw).ok().map(Self)
+    }
+
+    /// The id as stored and answered: lowercase hyphenated.
+    pub fn as_string(&self) -> String {
+        self.0.hyphenated().to_string()
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Who is calling: a user acting in their active organisation. Only authentication
+/// ([`crate::auth`]) makes one, so holding a `UserScope` proves the caller signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserScope {
+    user_id: String,
+    org_id: String,
+}
+
+impl UserScope {
+    /// Built by the auth layer from a stored auth session; not for request input.
+    pub(crate) fn from_auth_record(user_id: String, org_id: String) -> Self {
+        Self { user_id, org_id }
+    }
+
+    /// The authenticated user's id.
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    /// The user's active organisation id.
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    /// The key of the sessions-by-owner index: a session belongs to a user *in* an org.
+    pub fn owner_key(&self) -> String {
+        format!("{}#{}", self.org_id, self.user_id)
+    }
+}
+
+/// Most characters a message text may have.
+pub const MAX_TEXT_CHARS: usize = 16_000;
+/// Characters of the opening message that make a session's title.
+pub const TITLE_CHARS: usize = 60;
+
+/// The text of a user message: not blank, at most [`MAX_TEXT_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageText(String);
+
+/// Why a text is not a valid [`MessageText`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextError {
+    /// Empty or only whitespace.
+    Blank,
+    /// Longer than [`MAX_TEXT_CHARS`].
+    TooLong,
+}
+
+impl MessageText {
+    /// Checks a raw text; it is kept exactly as sent.
+    pub fn parse(raw: String) -> Result<Self, TextError> {
+        if raw.trim().is_empty() {
+            Err(TextError::Blank)
+        } else if raw.chars().count() > MAX_TEXT_CHARS {
+            Err(TextError::TooLong)
+        } else {
+            Ok(Self(raw))
+        }
+    }
+
+    /// The text as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A session title: the first [`TITLE_CHARS`] characters of the text with surrounding
+    /// whitespace removed first (so a title never starts with a blank).
+    pub fn title(&self) -> String {
+        self.0.trim().chars().take(TITLE_CHARS).collect()
+    }
+}
+
+/// A transcript event id. Time-ordered (UUID v7), so the events of a session sort by
+/// creation time as plain strings and "events after X" is a key condition, not a filter.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventId(String);
+
+impl EventId {
+    /// A fresh id that sorts after every id this process made before.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7().hyphenated().to_string())
+    }
+
+    /// The id as stored and answered.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The kinds of transcript events (SPEC section 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// A message from the user.
+    UserMessage,
+    /// Text from the agent.
+    AgentMessage,
+    /// The agent called a tool.
+    ToolUse,
+    /// A tool's answer.
+    ToolResult,
+    /// The turn finished.
+    StatusIdle,
+    /// The session ended permanently.
+    StatusTerminated,
+    /// The turn failed.
+    Error,
+}
+
+impl EventType {
+    /// The wire and storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UserMessage => "user_message",
+            Self::AgentMessage => "agent_message",
+            Self::ToolUse => "tool_use",
+            Self::ToolResult => "tool_result",
+            Self::StatusIdle => "status_idle",
+            Self::StatusTerminated => "status_terminated",
+            Self::Error => "error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_id_accepts_hyphenated_uuid_in_any_case_and_normalises() {
+        let id = SessionId::parse("6F9619FF-8B86-D011-B42D-00C04FC964FF").unwrap();
+        assert_eq!(id.as_string(), "6f9619ff-8b86-d011-b42d-00c04fc964ff");
+    }
+
+    #[test]
+    fn session_id_refuses_other_spellings_and_garbage() {
+        for raw in [
+            "",
+            "not-a-uuid",
+            "6f9619ff8b86d011b42d00c04fc964ff",
+            "{6f9619ff-8b86-d011-b42d-00c04fc964ff}",
+            "urn:uuid:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+            "6f9619ff-8b86-d011-b42d-00c04fc964fg",
+        ] {
+            assert!(SessionId::parse(raw).is_none(), "{raw:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn text_must_not_be_blank_or_too_long() {
+        assert_eq!(MessageText::parse("".into()), Err(TextError::Blank));
+        assert_eq!(MessageText::parse(" \n\t ".into()), Err(TextError::Blank));
+        assert_eq!(
+            MessageText::parse("é".repeat(MAX_TEXT_CHARS + 1)),
+            Err(TextError::TooLong)
+        );
+        assert!(MessageText::parse("é".repeat(MAX_TEXT_CHARS)).is_ok());
+    }
+
+    #[test]
+    fn title_is_first_sixty_characters_not_bytes() {
+        let text = MessageText::parse(format!("  {}", "ü".repeat(100))).unwrap();
+        assert_eq!(text.title(), "ü".repeat(60));
+        assert_eq!(MessageText::parse("short".into()).unwrap().title(), "short");
+    }
+
+    #[test]
+    fn event_ids_sort_in_creation_order() {
+        let ids: Vec<EventId> = (0..1000).map(|_| EventId::new()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn owner_key_joins_org_and_user() {
+        let scope = UserScope::from_auth_record("u1".into(), "o1".into());
+        assert_eq!(scope.owner_key(), "o1#u1");
+    }
+}

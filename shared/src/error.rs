@@ -1,0 +1,144 @@
+//! The one error type of the HTTP layer and the one place that maps it to a response.
+
+use lambda_http::{Body, Response, http::StatusCode};
+
+use crate::store::StoreError;
+
+/// Every way a request can fail, each with exactly one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No session cookie, an unknown one, or an expired one.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A mutating request whose `Origin` is absent or not the application's own.
+    #[error("cross-origin request refused: Origin must be {allowed}")]
+    ForeignOrigin {
+        /// The configured application origin.
+        allowed: String,
+    },
+    /// The organisation's plan does not allow what was asked.
+    #[error("{0}")]
+    PlanForbids(&'static str),
+    /// The request is malformed; the text names the field or the problem.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such session for this user and organisation (also another tenant's session).
+    #[error("session not found")]
+    SessionNotFound,
+    /// The body is larger than the route accepts.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Too many requests in the current window.
+    #[error(
+        "rate limit exceeded: at most {limit} {what} per {window}; retry in {retry_after_secs} s"
+    )]
+    RateLimited {
+        /// The limit that was hit.
+        limit: u32,
+        /// What is being counted, e.g. "cancel requests".
+        what: &'static str,
+        /// The window, in words ("minute", "hour").
+        window: &'static str,
+        /// Whole seconds until the window ends, at least 1.
+        retry_after_secs: u64,
+    },
+    /// Storage failed; the detail is logged, never answered.
+    #[error("internal error")]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::ForeignOrigin { .. } | Self::PlanForbids(_) => StatusCode::FORBIDDEN,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::SessionNotFound => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response: the status, `{"error": "<message>"}`, and `Retry-After` on 429.
+    pub fn into_response(self) -> Response<Body> {
+        if let Self::Store(source) = &self {
+            tracing::error!(error = %source, detail = ?source, "storage failure");
+        }
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.to_string() });
+        let mut response = crate::http::json_response(status, &body);
+        if let Self::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            response.headers_mut().insert(
+                lambda_http::http::header::RETRY_AFTER,
+                retry_after_secs.max(1).into(),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_json(response: &Response<Body>) -> serde_json::Value {
+        serde_json::from_slice(response.body().as_ref()).unwrap()
+    }
+
+    #[test]
+    fn each_error_has_its_status_and_a_json_error_body() {
+        let cases = [
+            (ApiError::Unauthenticated("no session cookie"), 401),
+            (
+                ApiError::ForeignOrigin {
+                    allowed: "https://knoq.one".into(),
+                },
+                403,
+            ),
+            (ApiError::PlanForbids("plan"), 403),
+            (ApiError::BadRequest("sessionId is required".into()), 400),
+            (ApiError::SessionNotFound, 404),
+            (ApiError::PayloadTooLarge { limit: 10 }, 413),
+            (ApiError::Store(StoreError::Corrupt("x".into())), 500),
+        ];
+        for (error, status) in cases {
+            let message = error.to_string();
+            let response = error.into_response();
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers()["content-type"], "application/json");
+            assert_eq!(
+                body_json(&response),
+                serde_json::json!({ "error": message })
+            );
+        }
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_detail() {
+        let response =
+            ApiError::Store(StoreError::Corrupt("secret table name".into())).into_response();
+        assert_eq!(body_json(&response)["error"], "internal error");
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after_of_at_least_one_second() {
+        let limited = |secs| ApiError::RateLimited {
+            limit: 30,
+            what: "cancel requests",
+            window: "minute",
+            retry_after_secs: secs,
+        };
+        let response = limited(17).into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "17");
+        assert_eq!(limited(0).into_response().headers()["retry-after"], "1");
+    }
+}

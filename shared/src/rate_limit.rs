@@ -1,0 +1,356 @@
+//! Per-user rate limits kept as DynamoDB counters, exact across every container.
+//!
+//! Each limit counts requests in fixed windows aligned to the Unix epoch (a minute window
+//! runs from :00 to :59). A counter item `pk = <route>#<user>#<window secs>#<window index>`
+//! is incremented with `ADD hits :one` under the condition `hits < max`, so the increment
+//! and the check are one atomic step: under any concurrency exactly `max` requests per
+//! window get through. Items carry `expires_at` (the table's TTL) a minute past their window.
+//!
+//! A route with several limits (create session: 10 a minute AND 20 an hour) updates all its
+//! counters in one transaction: a request refused by one limit consumes none of the others.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+
+use crate::clock::Instant;
+use crate::domain::UserScope;
+use crate::error::ApiError;
+use crate::store::{StoreError, n, s};
+
+/// At most `max` requests per window of `window_secs` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Requests admitted per window.
+    pub max: u32,
+    /// Window length in seconds.
+    pub window_secs: u32,
+}
+
+impl Limit {
+    /// `max` requests a minute.
+    pub const fn per_minute(max: u32) -> Self {
+        Self {
+            max,
+            window_secs: 60,
+        }
+    }
+
+    /// `max` requests an hour.
+    pub const fn per_hour(max: u32) -> Self {
+        Self {
+            max,
+            window_secs: 3600,
+        }
+    }
+
+    /// The window in words, for error messages.
+    pub fn window_name(&self) -> &'static str {
+        match self.window_secs {
+            60 => "minute",
+            3600 => "hour",
+            _ => "window",
+        }
+    }
+
+    /// The window that contains `now`.
+    pub fn window_at(&self, now: Instant) -> Window {
+        let length_ms = i64::from(self.window_secs) * 1000;
+        let index = now.epoch_millis().div_euclid(length_ms);
+        Window {
+            index,
+            ends_at_ms: (index + 1) * length_ms,
+        }
+    }
+}
+
+/// One fixed window of a [`Limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Windows since the epoch; part of the counter key.
+    pub index: i64,
+    /// When the window ends, in epoch milliseconds.
+    pub ends_at_ms: i64,
+}
+
+impl Window {
+    /// Whole seconds from `now` until this window ends, rounded up and at least 1: the
+    /// `Retry-After` a refused request is told.
+    pub fn retry_after_secs(&self, now: Instant) -> u64 {
+        let remaining_ms = (self.ends_at_ms - now.epoch_millis()).max(0) as u64;
+        remaining_ms.div_ceil(1000).max(1)
+    }
+
+    /// When DynamoDB may delete the counter: a minute after the window ends.
+    pub fn expires_at_secs(&self) -> i64 {
+        self.ends_at_ms / 1000 + 60
+    }
+}
+
+/// The limits of one route.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLimits {
+    /// The route's short name, part of the counter key.
+    pub route: &'static str,
+    /// What is counted, in words, for error messages.
+    pub what: &'static str,
+    /// Every limit that applies; all must admit the request.
+    pub limits: &'static [Limit],
+}
+
+/// `POST /cancel`: 30 a minute per user.
+pub const CANCEL: RouteLimits = RouteLimits {
+    route: "cancel",
+    what: "cancel requests",
+    limits: &[Limit::per_minute(30)],
+};
+
+/// `POST /session`: 10 a minute and 20 an hour per user.
+pub const CREATE_SESSION: RouteLimits = RouteLimits {
+    route: "create-session",
+    what: "new sessions",
+    limits: &[Limit::per_minute(10), Limit::per_hour(20)],
+};
+
+/// How many times a transaction that lost a conflict with a concurrent one is retried.
+const TRANSACTION_CONFLICT_RETRIES: u32 = 5;
+
+/// Counts requests against [`RouteLimits`] in the rate-limits table.
+#[derive(Debug, Clone)]
+pub struct RateLimiter {
+    client: Client,
+    table: String,
+}
+
+impl RateLimiter {
+    /// A limiter over `table`.
+    pub fn new(client: Client, table: String) -> Self {
+        Self { client, table }
+    }
+
+    /// Counts this request; `Ok` when every limit admits it, otherwise 429 with the
+    /// `Retry-After` of the limit that refused it.
+    pub async fn admit(
+        &self,
+        scope: &UserScope,
+        route: &RouteLimits,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        match route.limits {
+            [] => Ok(()),
+            [limit] => self.admit_one(scope, route, *limit, now).await,
+            limits => self.admit_all(scope, route, limits, now).await,
+        }
+    }
+
+    fn counter_update(
+        &self,
+        scope: &UserScope,
+        route: &RouteLimits,
+        limit: Limit,
+        now: Instant,
+    ) -> Update {
+        let window = limit.window_at(now);
+        Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(counter_key(scope, route, limit, window)))
+            .update_expression("SET expires_at = if_not_exists(expires_at, :exp) ADD hits :one")
+            .condition_expression("attribute_not_exists(hits) OR hits < :max")
+            .expression_attribute_values(":exp", n(window.expires_at_secs()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(limit.max))
+            .build()
+            .expect("table, key and update expression are always set")
+    }
+
+    async fn admit_one(
+        &self,
+        scope: &UserScope,
+        route: &RouteLimits,
+        limit: Limit,
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        let update = self.counter_update(scope, route, limit, now);
+        let result = self
+            .client
+            .update_item()
+            .table_name(update.table_name)
+            .set_key(Some(update.key))
+            .update_expression(update.update_expression)
+            .set_condition_expression(update.condition_expression)
+            .set_expression_attribute_values(update.expression_attribute_values)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => {
+                    Err(refused(route, limit, now))
+                }
+                _ => Err(StoreError::sdk("UpdateItem", error).into()),
+            },
+        }
+    }
+
+    async fn admit_all(
+        &self,
+        scope: &UserScope,
+        route: &RouteLimits,
+        limits: &[Limit],
+        now: Instant,
+    ) -> Result<(), ApiError> {
+        let items: Vec<TransactWriteItem> = limits
+            .iter()
+            .map(|limit| {
+                TransactWriteItem::builder()
+                    .update(self.counter_update(scope, route, *limit, now))
+                    .build()
+            })
+            .collect();
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(()),
+                Err(error) => error,
+            };
+            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                error.as_service_error()
+            else {
+                return Err(StoreError::sdk("TransactWriteItems", error).into());
+            };
+            let codes: Vec<&str> = cancelled
+                .cancellation_reasons()
+                .iter()
+                .map(|reason| reason.code().unwrap_or("None"))
+                .collect();
+            if let Some(position) = codes
+                .iter()
+                .position(|code| *code == "ConditionalCheckFailed")
+            {
+                return Err(refused(route, limits[position], now));
+            }
+            if codes.contains(&"TransactionConflict") && attempt < TRANSACTION_CONFLICT_RETRIES {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt))).await;
+                continue;
+            }
+            return Err(StoreError::sdk("TransactWriteItems", error).into());
+        }
+    }
+}
+
+/// The counter item's key for `limit`'s current `window`.
+pub fn counter_key(scope: &UserScope, route: &RouteLimits, limit: Limit, window: Window) -> String {
+    format!(
+        "{}#{}#{}#{}",
+        route.route,
+        scope.user_id(),
+        limit.window_secs,
+        window.index
+    )
+}
+
+fn refused(route: &RouteLimits, limit: Limit, now: Instant) -> ApiError {
+    ApiError::RateLimited {
+        limit: limit.max,
+        what: route.what,
+        window: limit.window_name(),
+        retry_after_secs: limit.window_at(now).retry_after_secs(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_align_to_the_epoch() {
+        let limit = Limit::per_minute(30);
+        let at = |ms| limit.window_at(Instant::from_epoch_millis(ms));
+        assert_eq!(
+            at(0),
+            Window {
+                index: 0,
+                ends_at_ms: 60_000
+            }
+        );
+        assert_eq!(
+            at(59_999),
+            Window {
+                index: 0,
+                ends_at_ms: 60_000
+            }
+        );
+        assert_eq!(
+            at(60_000),
+            Window {
+                index: 1,
+                ends_at_ms: 120_000
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds_and_is_at_least_one() {
+        let limit = Limit::per_minute(30);
+        let now = |ms| Instant::from_epoch_millis(ms);
+        assert_eq!(limit.window_at(now(0)).retry_after_secs(now(0)), 60);
+        assert_eq!(
+            limit.window_at(now(58_001)).retry_after_secs(now(58_001)),
+            2
+        );
+        assert_eq!(
+            limit.window_at(now(59_999)).retry_after_secs(now(59_999)),
+            1
+        );
+        let hour = Limit::per_hour(20);
+        assert_eq!(
+            hour.window_at(now(1_000)).retry_after_secs(now(1_000)),
+            3599
+        );
+    }
+
+    #[test]
+    fn counters_expire_a_minute_after_their_window() {
+        let window = Limit::per_minute(1).window_at(Instant::from_epoch_millis(61_000));
+        assert_eq!(window.expires_at_secs(), 120 + 60);
+    }
+
+    #[test]
+    fn counter_keys_separate_routes_users_and_windows() {
+        let scope = UserScope::from_auth_record("u1".into(), "o1".into());
+        let minute = Limit::per_minute(10);
+        let window = minute.window_at(Instant::from_epoch_millis(120_000));
+        assert_eq!(
+            counter_key(&scope, &CREATE_SESSION, minute, window),
+            "create-session#u1#60#2"
+        );
+        assert_eq!(
+            counter_key(&scope, &CANCEL, minute, window),
+            "cancel#u1#60#2"
+        );
+    }
+
+    #[test]
+    fn route_limits_match_the_contract() {
+        assert_eq!(
+            CANCEL.limits,
+            &[Limit {
+                max: 30,
+                window_secs: 60
+            }]
+        );
+        assert_eq!(
+            CREATE_SESSION.limits,
+            &[Limit::per_minute(10), Limit::per_hour(20)]
+        );
+        assert_eq!(Limit::per_hour(1).window_name(), "hour");
+    }
+}

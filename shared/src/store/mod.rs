@@ -1,0 +1,78 @@
+//! DynamoDB storage, one module per table, all through `aws-sdk-dynamodb`.
+//!
+//! Every conditional behaviour the API promises (first cancel wins, session and first event
+//! written together, counters that never pass their limit) is a DynamoDB condition here, so it
+//! holds across every container at once.
+
+pub mod auth_sessions;
+pub mod organisations;
+pub mod sessions;
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+/// A DynamoDB item as the SDK hands it over.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The SDK call failed (network, throttling, missing table, ...).
+    #[error("DynamoDB {operation} failed: {message}")]
+    Sdk {
+        /// The DynamoDB operation, e.g. `UpdateItem`.
+        operation: &'static str,
+        /// The SDK's full error text.
+        message: String,
+    },
+    /// An item did not have the shape this code writes.
+    #[error("stored item is malformed: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Wraps an SDK error of `operation` with its full context.
+    pub fn sdk<E, R>(operation: &'static str, error: SdkError<E, R>) -> Self
+    where
+        E: std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        Self::Sdk {
+            operation,
+            message: DisplayErrorContext(error).to_string(),
+        }
+    }
+}
+
+/// A string attribute value.
+pub fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// A number attribute value.
+pub fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// The string attribute `name` of `item`, if present and a string.
+pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|value| value.as_s().ok())
+        .map(String::as_str)
+}
+
+/// The number attribute `name` of `item` as an `i64`, if present and numeric.
+pub fn get_i64(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|value| value.as_n().ok())
+        .and_then(|raw| raw.parse().ok())
+}
+
+/// The string attribute `name`, or [`StoreError::Corrupt`] naming it.
+pub fn require_s(item: &Item, name: &str) -> Result<String, StoreError> {
+    get_s(item, name)
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} missing or not a string")))
+}
