@@ -43,7 +43,12 @@ impl App {
 
     /// Builds the state from a configuration and an SDK configuration.
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        Self::with_dynamodb(config, DynamoDbClient::new(sdk))
+    }
+
+    /// Builds the state around an existing DynamoDB client (benchmarks pass one that
+    /// counts its requests).
+    pub fn with_dynamodb(config: Config, dynamodb: DynamoDbClient) -> Self {
         let tables = &config.tables;
         Self {
             auth: Authenticator::new(

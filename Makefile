@@ -1,0 +1,51 @@
+# Knoq managed-agents backend. `make dev` runs it locally, `make test` runs every test.
+# Both install what they need: Python tools into .venv from infra/local/requirements.txt,
+# cargo-nextest from crates.io when missing.
+
+SHELL := bash
+VENV := .venv
+TOOLS := $(VENV)/.installed
+DEV_ENV := .local/dev.env
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: dev test bench token token-name lint fmt check-nextest
+
+$(TOOLS): infra/local/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check -q -r infra/local/requirements.txt
+	touch $@
+
+check-nextest:
+	@cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
+
+## dev: emulator + every function on http://127.0.0.1:9000 (foreground; Ctrl-C stops)
+dev: $(TOOLS)
+	infra/local/run.sh dev
+
+## test: lint the template, start the local stack, run unit and integration tests
+test: $(TOOLS) check-nextest
+	cfn-lint template.yaml
+	cargo fmt --all -- --check
+	infra/local/run.sh test
+
+## bench: cancel latency against a bare UpdateItem on the same emulator
+bench: $(TOOLS)
+	infra/local/run.sh bench
+
+## token: print a session cookie value for USER_ID in ORG_ID (needs `make dev` running)
+token:
+	@if [ -z "$(USER_ID)" ] || [ -z "$(ORG_ID)" ]; then echo "usage: make token USER_ID=<id> ORG_ID=<id>" >&2; exit 2; fi
+	@if [ ! -s $(DEV_ENV) ]; then echo "make token: start the local stack first (make dev)" >&2; exit 1; fi
+	@set -a; . ./$(DEV_ENV); set +a; cargo run -q -p knoq-admin -- issue-token --user "$(USER_ID)" --org "$(ORG_ID)"
+
+## token-name: print the session cookie's name
+token-name:
+	@if [ -s $(DEV_ENV) ]; then set -a; . ./$(DEV_ENV); set +a; fi; cargo run -q -p knoq-admin -- cookie-name
+
+## lint: formatting and clippy with warnings as errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Runs the local stack for `make dev`, `make test` and `make bench`.
+#
+#   infra/local/run.sh dev     emulator on :4566 + every function under `cargo lambda watch`
+#                              on :9000 with the real API paths; foreground, Ctrl-C stops all
+#   infra/local/run.sh test    emulator + functions on test ports, then every test
+#   infra/local/run.sh bench   emulator on the test port, then the benchmarks
+#
+# Everything listens on 127.0.0.1 only. Ports can be moved with KNOQ_EMULATOR_PORT and
+# KNOQ_API_PORT (test and bench default to 4599 and 9099, so they run beside `make dev`).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+MODE=${1:?usage: run.sh dev|test|bench}
+PY=$ROOT/.venv/bin/python
+export PATH="$ROOT/.venv/bin:$PATH"
+mkdir -p .local
+
+case "$MODE" in
+  dev) EMU_PORT=${KNOQ_EMULATOR_PORT:-4566}; API_PORT=${KNOQ_API_PORT:-9000} ;;
+  test|bench) EMU_PORT=${KNOQ_EMULATOR_PORT:-4599}; API_PORT=${KNOQ_API_PORT:-9099} ;;
+  *) echo "usage: run.sh dev|test|bench" >&2; exit 2 ;;
+esac
+ENV_FILE=.local/$MODE.env
+ORIGIN=${KNOQ_ALLOWED_ORIGIN:-http://127.0.0.1:$API_PORT}
+PIDS=()
+
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${PIDS[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+  rm -f "$ENV_FILE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$EMU_PORT" "$API_PORT"; do
+  port_free "$port" || { echo "run.sh: port $port on 127.0.0.1 is already in use" >&2; exit 1; }
+done
+
+# Each service runs in its own process group so that cleanup stops its children too.
+start() { setsid "$@" & PIDS+=("$!"); }
+
+start_emulator() {
+  rm -f "$ENV_FILE"
+  start "$PY" infra/local/stack.py serve --port "$EMU_PORT" --env-file "$ENV_FILE" \
+    --allowed-origin "$ORIGIN"
+  for _ in $(seq 1 120); do
+    [ -s "$ENV_FILE" ] && return 0
+    kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "run.sh: the emulator exited" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "run.sh: the emulator did not start within 60 s" >&2; exit 1
+}
+
+start_functions() {
+  start cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$API_PORT" \
+    --env-file "$ENV_FILE" --disable-cors "$@"
+}
+
+# A function under `cargo lambda watch` starts on its first request; wait until each route
+# answers with its own JSON (401 without a cookie) rather than an emulator error.
+wait_for_routes() {
+  local deadline=$((SECONDS + 300)) route status
+  for route in "POST /api/managed-agents/cancel" "POST /api/managed-agents/session"; do
+    while :; do
+      status=$(curl -s -o /dev/null -w '%{http_code}' -X "${route% *}" \
+        "http://127.0.0.1:$API_PORT${route#* }" || true)
+      [ "$status" = 401 ] && break
+      [ $SECONDS -lt $deadline ] || { echo "run.sh: $route not ready (last status $status)" >&2; exit 1; }
+      sleep 1
+    done
+  done
+}
+
+load_env() { set -a; . "$ROOT/$ENV_FILE"; set +a; }
+
+case "$MODE" in
+  dev)
+    cargo build --workspace --bins
+    start_emulator
+    start_functions
+    wait_for_routes
+    cat <<MSG
+
+Knoq is running locally (Ctrl-C stops everything):
+  API            http://127.0.0.1:$API_PORT/api/managed-agents/...  (Origin: $ORIGIN)
+  AWS emulator   http://127.0.0.1:$EMU_PORT  (DynamoDB, Step Functions)
+  environment    $ENV_FILE
+  cookie         make token USER_ID=<id> ORG_ID=<id>   (cookie name: make token-name)
+
+MSG
+    wait "${PIDS[@]}"
+    ;;
+  test)
+    cargo build --workspace --all-targets
+    start_emulator
+    start_functions --ignore-changes
+    wait_for_routes
+    load_env
+    export KNOQ_API_URL="http://127.0.0.1:$API_PORT"
+    export KNOQ_ADMIN_BIN="$ROOT/target/debug/knoq-admin"
+    cargo nextest run --workspace --no-fail-fast
+    ;;
+  bench)
+    cargo build --release -p knoq-tests --benches
+    start_emulator
+    load_env
+    cargo bench -p knoq-tests --bench cancel
+    ;;
+esac

@@ -1,0 +1,183 @@
+//! `make bench`: warm cancels through the handler (in-process, no HTTP) against bare
+//! `UpdateItem` calls on the same emulator, interleaved in one run so that machine noise hits
+//! both alike. Prints medians, their ratio, and DynamoDB round trips per cancel, counted by an
+//! SDK interceptor (not assumed).
+//!
+//! Two cancel variants: with the per-container auth cache warm (a user cancelling again
+//! within its TTL) and with the cache disabled (every cancel reads the auth session).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant as Mono};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use knoq_shared::App;
+use knoq_shared::clock::Instant;
+use knoq_shared::domain::{MessageText, SessionId};
+use knoq_shared::routes::cancel;
+use knoq_tests::*;
+use serde_json::json;
+
+/// Users per variant; each makes 30 cancels (the per-minute limit), so N = 30 x USERS.
+const USERS: usize = 10;
+const CANCELS_PER_USER: usize = 30;
+
+/// Counts every HTTP request the DynamoDB client sends (retries included).
+#[derive(Debug, Clone, Default)]
+struct RoundTrips(Arc<AtomicU64>);
+
+impl RoundTrips {
+    fn take(&self) -> u64 {
+        self.0.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl Intercept for RoundTrips {
+    fn name(&self) -> &'static str {
+        "RoundTrips"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+struct Variant {
+    name: &'static str,
+    app: App,
+    trips: RoundTrips,
+    /// Round trips counted during the timed loop.
+    timed_trips: u64,
+    /// (caller, session ids to cancel)
+    work: Vec<(Caller, Vec<String>)>,
+    latencies: Vec<Duration>,
+}
+
+async fn variant(name: &'static str, auth_cache_ttl: Duration) -> Variant {
+    let sdk = knoq_shared::app::load_sdk_config().await;
+    let trips = RoundTrips::default();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(trips.clone()).build(),
+    );
+    let mut config = config();
+    config.auth_cache_ttl = auth_cache_ttl;
+    let app = App::with_dynamodb(config, client);
+    let mut work = Vec::new();
+    for _ in 0..USERS {
+        let caller = new_caller().await;
+        let scope = app
+            .auth
+            .authenticate(&post("/", caller.with_origin(&app.config.allowed_origin), ""))
+            .await
+            .expect("fresh token authenticates"); // also warms the cache where there is one
+        let mut ids = Vec::new();
+        for _ in 0..CANCELS_PER_USER {
+            let id = SessionId::new();
+            let text = MessageText::parse("benchmark session".into()).unwrap();
+            app.sessions.create(&scope, &id, &text, Instant::now()).await.unwrap();
+            ids.push(id.as_string());
+        }
+        work.push((caller, ids));
+    }
+    Variant { name, app, trips, timed_trips: 0, work, latencies: Vec::new() }
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let mut variants = [
+        variant("cancel (auth cache warm)", Duration::from_secs(60)).await,
+        variant("cancel (auth cache off)", Duration::ZERO).await,
+    ];
+    let bare_client = dynamodb().await;
+    let sessions_table = config().tables.sessions;
+    let bare_keys: Vec<String> = variants[0].work.iter().flat_map(|(_, ids)| ids.clone()).collect();
+    let mut bare = Vec::new();
+
+    // Warm the connection pools of every client.
+    for v in &variants {
+        v.app.auth.authenticate(&post("/", v.work[0].0.with_origin(&v.app.config.allowed_origin), "")).await.unwrap();
+    }
+    for v in &variants {
+        v.trips.take();
+    }
+
+    let started = Mono::now();
+    for user in 0..USERS {
+        for i in 0..CANCELS_PER_USER {
+            for v in variants.iter_mut() {
+                let (caller, ids) = &v.work[user];
+                let origin = v.app.config.allowed_origin.clone();
+                let request = post(
+                    "/api/managed-agents/cancel",
+                    caller.with_origin(&origin),
+                    json!({ "sessionId": ids[i] }).to_string(),
+                );
+                let t = Mono::now();
+                let response = cancel::handle(&v.app, request).await;
+                v.latencies.push(t.elapsed());
+                let (status, _, body) = read(response);
+                assert_eq!((status, body), (200, json!({ "ok": true })), "{}", v.name);
+            }
+            let t = Mono::now();
+            bare_client
+                .update_item()
+                .table_name(&sessions_table)
+                .key("id", AttributeValue::S(bare_keys[user * CANCELS_PER_USER + i].clone()))
+                .update_expression("SET bench_touched_at = :now")
+                .expression_attribute_values(":now", AttributeValue::S(Instant::now().rfc3339()))
+                .send()
+                .await
+                .expect("bare UpdateItem");
+            bare.push(t.elapsed());
+        }
+    }
+    let elapsed = started.elapsed();
+    for v in variants.iter_mut() {
+        v.timed_trips = v.trips.take();
+    }
+
+    let n = USERS * CANCELS_PER_USER;
+    let bare_median = median(&mut bare);
+    println!("knoq cancel benchmark: {n} cancels per variant, {n} bare UpdateItem, interleaved; {:.1} s", elapsed.as_secs_f64());
+    println!("{:<28} {:>10} {:>10} {:>8} {:>12}", "", "median ms", "p90 ms", "ratio", "round trips");
+    println!("{:<28} {:>10.2} {:>10.2} {:>8} {:>12}", "bare UpdateItem", ms(bare_median), ms(percentile(&mut bare, 0.9)), "1.00", "1");
+    for v in variants.iter_mut() {
+        let m = median(&mut v.latencies);
+        let trips = v.timed_trips as f64 / n as f64;
+        println!(
+            "{:<28} {:>10.2} {:>10.2} {:>8.2} {:>12.2}",
+            v.name,
+            ms(m),
+            ms(percentile(&mut v.latencies, 0.9)),
+            m.as_secs_f64() / bare_median.as_secs_f64(),
+            trips
+        );
+    }
+    let warm = &mut variants[0];
+    let ratio = median(&mut warm.latencies).as_secs_f64() / bare_median.as_secs_f64();
+    println!("cancel_vs_updateitem_ratio={ratio:.2}");
+    println!("cancel_round_trips={:.2}", warm.timed_trips as f64 / n as f64);
+}

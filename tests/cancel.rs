@@ -1,0 +1,227 @@
+//! `POST /api/managed-agents/cancel` through its handler, against the emulator: every row of
+//! the contract's table, tenant isolation, bad input that changes nothing, and races.
+
+use futures::future::join_all;
+use knoq_shared::App;
+use knoq_shared::clock::Instant;
+use knoq_shared::domain::SessionId;
+use knoq_shared::routes::{cancel, create_session};
+use knoq_shared::store::sessions::CancelOutcome;
+use knoq_tests::*;
+use serde_json::{Value, json};
+
+/// Creates a session owned by `caller` through the create-session handler; returns its id.
+async fn create(app: &App, caller: &Caller) -> String {
+    let origin = app.config.allowed_origin.clone();
+    let request = post("/api/managed-agents/session", caller.with_origin(&origin), r#"{"text":"plan a trip"}"#);
+    let (status, _, body) = read(create_session::handle(app, request).await);
+    assert_eq!(status, 200, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+async fn cancel_as(app: &App, who: As<'_>, body: impl Into<String>) -> (u16, Option<String>, Value) {
+    read(cancel::handle(app, post("/api/managed-agents/cancel", who, body)).await)
+}
+
+fn body_for(id: &str) -> String {
+    json!({ "sessionId": id }).to_string()
+}
+
+#[tokio::test]
+async fn first_cancel_answers_exactly_ok_and_stamps_the_session() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = create(&app, &caller).await;
+    let origin = app.config.allowed_origin.clone();
+
+    let (status, _, body) = cancel_as(&app, caller.with_origin(&origin), body_for(&id)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({ "ok": true }), "no alreadyCancelled field on a first cancel");
+
+    let item = session_item(&id).await.unwrap();
+    let cancelled_at = attr(&item, "cancelled_at").expect("cancelled_at stamped");
+    assert!(cancelled_at.ends_with('Z') && cancelled_at.len() == 24, "{cancelled_at}");
+    assert_eq!(attr(&item, "cancelled_by"), Some(caller.user_id.as_str()));
+    assert!(attr(&item, "cancel_request_id").is_some_and(|rid| !rid.is_empty()));
+    assert_eq!(event_items(&id).await.len(), 1, "cancelling deletes nothing");
+}
+
+#[tokio::test]
+async fn second_cancel_reports_already_cancelled_and_keeps_the_timestamp() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = create(&app, &caller).await;
+    let origin = app.config.allowed_origin.clone();
+    cancel_as(&app, caller.with_origin(&origin), body_for(&id)).await;
+    let first = session_item(&id).await.unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (status, _, body) = cancel_as(&app, caller.with_origin(&origin), body_for(&id)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({ "ok": true, "alreadyCancelled": true }));
+    let second = session_item(&id).await.unwrap();
+    assert_eq!(attr(&first, "cancelled_at"), attr(&second, "cancelled_at"));
+    assert_eq!(attr(&first, "cancel_request_id"), attr(&second, "cancel_request_id"));
+}
+
+#[tokio::test]
+async fn missing_unknown_and_expired_cookies_are_401_and_change_nothing() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = create(&app, &caller).await;
+    let origin = app.config.allowed_origin.clone();
+    let expired = issue_token(&caller.user_id, &caller.org_id, -1).await;
+    let unknown = knoq_shared::auth::new_token();
+    let cases = [
+        (As { token: None, origin: Some(&origin) }, "sign in required: no session cookie"),
+        (As { token: Some(&unknown), origin: Some(&origin) }, "session cookie is not valid"),
+        (As { token: Some(&expired), origin: Some(&origin) }, "session cookie has expired"),
+    ];
+    let counters_before = counters_of(&caller.user_id).await.len();
+    for (who, message) in cases {
+        let (status, _, body) = cancel_as(&app, who, body_for(&id)).await;
+        assert_eq!((status, body), (401, json!({ "error": message })));
+    }
+    assert!(attr(&session_item(&id).await.unwrap(), "cancelled_at").is_none());
+    assert_eq!(counters_of(&caller.user_id).await.len(), counters_before, "401s are not counted");
+}
+
+#[tokio::test]
+async fn foreign_or_missing_origin_is_403_and_changes_nothing() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = create(&app, &caller).await;
+    for origin in [None, Some("https://evil.example"), Some("null")] {
+        let who = As { token: Some(&caller.token), origin };
+        let (status, _, body) = cancel_as(&app, who, body_for(&id)).await;
+        assert_eq!(status, 403);
+        assert!(body["error"].as_str().unwrap().contains("Origin"), "{body}");
+    }
+    assert!(attr(&session_item(&id).await.unwrap(), "cancelled_at").is_none());
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_naming_the_problem_and_change_nothing() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = create(&app, &caller).await;
+    let origin = app.config.allowed_origin.clone();
+    let cases = [
+        ("", "request body is required (a JSON object)"),
+        ("{\"sessionId\":", "request body is not valid JSON"),
+        ("sessionId=abc", "request body is not valid JSON"),
+        ("[]", "request body must be a JSON object"),
+        ("{}", "sessionId is required"),
+        ("{\"sessionId\":null}", "sessionId is required"),
+        ("{\"sessionId\":\"\"}", "sessionId must not be empty"),
+        ("{\"sessionId\":42}", "sessionId must be a string"),
+        ("{\"sessionId\":[\"x\"]}", "sessionId must be a string"),
+        ("{\"sessionId\":\"not-a-uuid\"}", "sessionId must be a UUID"),
+    ];
+    for (raw, message) in cases {
+        let (status, _, body) = cancel_as(&app, caller.with_origin(&origin), raw).await;
+        assert_eq!((status, body), (400, json!({ "error": message })), "body {raw:?}");
+    }
+    assert!(attr(&session_item(&id).await.unwrap(), "cancelled_at").is_none());
+}
+
+#[tokio::test]
+async fn two_megabyte_body_is_413_and_changes_nothing() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = create(&app, &caller).await;
+    let origin = app.config.allowed_origin.clone();
+    let huge = format!("{{\"sessionId\":\"{id}\",\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let (status, _, body) = cancel_as(&app, caller.with_origin(&origin), huge).await;
+    assert_eq!(status, 413);
+    assert!(body["error"].as_str().unwrap().contains("larger than"));
+    assert!(attr(&session_item(&id).await.unwrap(), "cancelled_at").is_none());
+}
+
+#[tokio::test]
+async fn other_tenants_get_404_for_a_session_that_exists() {
+    let app = app().await;
+    let owner = new_caller().await;
+    let id = create(&app, &owner).await;
+    let origin = app.config.allowed_origin.clone();
+    let same_user_other_org = caller_in(&owner.user_id, &unique("org")).await;
+    let other_user_same_org = caller_in(&unique("user"), &owner.org_id).await;
+    for intruder in [&same_user_other_org, &other_user_same_org] {
+        let (status, _, body) = cancel_as(&app, intruder.with_origin(&origin), body_for(&id)).await;
+        assert_eq!((status, body), (404, json!({ "error": "session not found" })));
+    }
+    assert!(attr(&session_item(&id).await.unwrap(), "cancelled_at").is_none());
+
+    // The owner can still cancel, and then an intruder still sees 404, not "already cancelled".
+    let (status, _, body) = cancel_as(&app, owner.with_origin(&origin), body_for(&id)).await;
+    assert_eq!((status, body), (200, json!({ "ok": true })));
+    let (status, _, _) = cancel_as(&app, other_user_same_org.with_origin(&origin), body_for(&id)).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn unknown_session_is_404_and_creates_no_item() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let origin = app.config.allowed_origin.clone();
+    let id = uuid::Uuid::new_v4().to_string();
+    let (status, _, body) = cancel_as(&app, caller.with_origin(&origin), body_for(&id)).await;
+    assert_eq!((status, body), (404, json!({ "error": "session not found" })));
+    assert!(session_item(&id).await.is_none(), "a failed condition must not create the item");
+}
+
+#[tokio::test]
+async fn uppercase_session_id_names_the_same_session() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = create(&app, &caller).await;
+    let origin = app.config.allowed_origin.clone();
+    let (status, _, body) = cancel_as(&app, caller.with_origin(&origin), body_for(&id.to_uppercase())).await;
+    assert_eq!((status, body), (200, json!({ "ok": true })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_cancels_of_one_session_make_exactly_one_first_cancel() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = create(&app, &caller).await;
+    let session_id = SessionId::parse(&id).unwrap();
+    let scope_probe = {
+        // The store is reached as the handler reaches it: with the caller's authenticated scope.
+        let origin = app.config.allowed_origin.clone();
+        let request = post("/", caller.with_origin(&origin), "");
+        app.auth.authenticate(&request).await.unwrap()
+    };
+    let outcomes = join_all((0..120).map(|i| {
+        let (app, scope, session_id) = (&app, &scope_probe, &session_id);
+        async move { app.sessions.cancel(scope, session_id, &format!("req-{i}"), Instant::now()).await.unwrap() }
+    }))
+    .await;
+    let firsts = outcomes.iter().filter(|o| **o == CancelOutcome::Cancelled).count();
+    let already = outcomes.iter().filter(|o| matches!(o, CancelOutcome::AlreadyCancelled { .. })).count();
+    assert_eq!((firsts, already), (1, 119));
+
+    let stored = session_item(&id).await.unwrap();
+    let stamped = attr(&stored, "cancelled_at").unwrap().to_string();
+    for outcome in &outcomes {
+        if let CancelOutcome::AlreadyCancelled { cancelled_at } = outcome {
+            assert_eq!(cancelled_at, &stamped, "every loser saw the winner's timestamp");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_cancel_requests_through_the_handler_make_exactly_one_first_cancel() {
+    with_window_room(20).await;
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = create(&app, &caller).await;
+    let origin = app.config.allowed_origin.clone();
+    let answers = join_all((0..30).map(|_| cancel_as(&app, caller.with_origin(&origin), body_for(&id)))).await;
+    let firsts = answers.iter().filter(|(s, _, b)| *s == 200 && *b == json!({ "ok": true })).count();
+    let already = answers
+        .iter()
+        .filter(|(s, _, b)| *s == 200 && *b == json!({ "ok": true, "alreadyCancelled": true }))
+        .count();
+    assert_eq!((firsts, already), (1, 29));
+}
