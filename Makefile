@@ -22,10 +22,9 @@ check-nextest:
 dev: $(TOOLS)
 	infra/local/run.sh dev
 
-## test: lint the template, start the local stack, run unit and integration tests
-test: $(TOOLS) check-nextest
+## test: lint template and code, start the local stack, run unit and integration tests
+test: $(TOOLS) check-nextest lint
 	cfn-lint template.yaml
-	cargo fmt --all -- --check
 	infra/local/run.sh test
 
 ## bench: cancel latency against a bare UpdateItem on the same emulator

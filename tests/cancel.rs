@@ -13,13 +13,21 @@ use serde_json::{Value, json};
 /// Creates a session owned by `caller` through the create-session handler; returns its id.
 async fn create(app: &App, caller: &Caller) -> String {
     let origin = app.config.allowed_origin.clone();
-    let request = post("/api/managed-agents/session", caller.with_origin(&origin), r#"{"text":"plan a trip"}"#);
+    let request = post(
+        "/api/managed-agents/session",
+        caller.with_origin(&origin),
+        r#"{"text":"plan a trip"}"#,
+    );
     let (status, _, body) = read(create_session::handle(app, request).await);
     assert_eq!(status, 200, "{body}");
     body["id"].as_str().unwrap().to_string()
 }
 
-async fn cancel_as(app: &App, who: As<'_>, body: impl Into<String>) -> (u16, Option<String>, Value) {
+async fn cancel_as(
+    app: &App,
+    who: As<'_>,
+    body: impl Into<String>,
+) -> (u16, Option<String>, Value) {
     read(cancel::handle(app, post("/api/managed-agents/cancel", who, body)).await)
 }
 
@@ -155,7 +163,8 @@ async fn other_tenants_get_404_for_a_session_that_exists() {
     // The owner can still cancel, and then an intruder still sees 404, not "already cancelled".
     let (status, _, body) = cancel_as(&app, owner.with_origin(&origin), body_for(&id)).await;
     assert_eq!((status, body), (200, json!({ "ok": true })));
-    let (status, _, _) = cancel_as(&app, other_user_same_org.with_origin(&origin), body_for(&id)).await;
+    let (status, _, _) =
+        cancel_as(&app, other_user_same_org.with_origin(&origin), body_for(&id)).await;
     assert_eq!(status, 404);
 }
 
@@ -176,7 +185,8 @@ async fn uppercase_session_id_names_the_same_session() {
     let caller = new_caller().await;
     let id = create(&app, &caller).await;
     let origin = app.config.allowed_origin.clone();
-    let (status, _, body) = cancel_as(&app, caller.with_origin(&origin), body_for(&id.to_uppercase())).await;
+    let (status, _, body) =
+        cancel_as(&app, caller.with_origin(&origin), body_for(&id.to_uppercase())).await;
     assert_eq!((status, body), (200, json!({ "ok": true })));
 }
 
@@ -194,11 +204,17 @@ async fn many_concurrent_cancels_of_one_session_make_exactly_one_first_cancel() 
     };
     let outcomes = join_all((0..120).map(|i| {
         let (app, scope, session_id) = (&app, &scope_probe, &session_id);
-        async move { app.sessions.cancel(scope, session_id, &format!("req-{i}"), Instant::now()).await.unwrap() }
+        async move {
+            app.sessions
+                .cancel(scope, session_id, &format!("req-{i}"), Instant::now())
+                .await
+                .unwrap()
+        }
     }))
     .await;
     let firsts = outcomes.iter().filter(|o| **o == CancelOutcome::Cancelled).count();
-    let already = outcomes.iter().filter(|o| matches!(o, CancelOutcome::AlreadyCancelled { .. })).count();
+    let already =
+        outcomes.iter().filter(|o| matches!(o, CancelOutcome::AlreadyCancelled { .. })).count();
     assert_eq!((firsts, already), (1, 119));
 
     let stored = session_item(&id).await.unwrap();
@@ -217,8 +233,11 @@ async fn concurrent_cancel_requests_through_the_handler_make_exactly_one_first_c
     let caller = new_caller().await;
     let id = create(&app, &caller).await;
     let origin = app.config.allowed_origin.clone();
-    let answers = join_all((0..30).map(|_| cancel_as(&app, caller.with_origin(&origin), body_for(&id)))).await;
-    let firsts = answers.iter().filter(|(s, _, b)| *s == 200 && *b == json!({ "ok": true })).count();
+    let answers =
+        join_all((0..30).map(|_| cancel_as(&app, caller.with_origin(&origin), body_for(&id))))
+            .await;
+    let firsts =
+        answers.iter().filter(|(s, _, b)| *s == 200 && *b == json!({ "ok": true })).count();
     let already = answers
         .iter()
         .filter(|(s, _, b)| *s == 200 && *b == json!({ "ok": true, "alreadyCancelled": true }))

@@ -8,7 +8,11 @@ use knoq_shared::routes::create_session;
 use knoq_tests::*;
 use serde_json::{Value, json};
 
-async fn create_as(app: &knoq_shared::App, who: As<'_>, body: impl Into<String>) -> (u16, Option<String>, Value) {
+async fn create_as(
+    app: &knoq_shared::App,
+    who: As<'_>,
+    body: impl Into<String>,
+) -> (u16, Option<String>, Value) {
     read(create_session::handle(app, post("/api/managed-agents/session", who, body)).await)
 }
 
@@ -30,7 +34,8 @@ async fn creates_the_session_and_its_opening_event() {
     let caller = new_caller().await;
     let origin = app.config.allowed_origin.clone();
     let text = format!("  {}", "Plan a three-day trip to Lisbon with a budget. ".repeat(3));
-    let (status, _, body) = create_as(&app, caller.with_origin(&origin), json!({ "text": text }).to_string()).await;
+    let (status, _, body) =
+        create_as(&app, caller.with_origin(&origin), json!({ "text": text }).to_string()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["runId"], Value::Null);
     assert_eq!(body["noConnectors"], true);
@@ -59,7 +64,8 @@ async fn creates_the_session_and_its_opening_event() {
 async fn no_connectors_is_false_when_the_organisation_has_some() {
     let app = app().await;
     let caller = new_caller().await;
-    put_organisation(&caller.org_id, &[("connectors", AttributeValue::Ss(vec!["github".into()]))]).await;
+    put_organisation(&caller.org_id, &[("connectors", AttributeValue::Ss(vec!["github".into()]))])
+        .await;
     let origin = app.config.allowed_origin.clone();
     let (status, _, body) = create_as(&app, caller.with_origin(&origin), r#"{"text":"hi"}"#).await;
     assert_eq!((status, &body["noConnectors"]), (200, &json!(false)));
@@ -71,7 +77,10 @@ async fn a_plan_without_new_sessions_is_403_and_writes_nothing() {
     let caller = new_caller().await;
     put_organisation(
         &caller.org_id,
-        &[("plan", AttributeValue::S("lapsed".into())), ("allows_new_sessions", AttributeValue::Bool(false))],
+        &[
+            ("plan", AttributeValue::S("lapsed".into())),
+            ("allows_new_sessions", AttributeValue::Bool(false)),
+        ],
     )
     .await;
     let origin = app.config.allowed_origin.clone();
@@ -120,10 +129,15 @@ async fn unauthenticated_or_cross_origin_is_refused_before_anything_is_written()
     let app = app().await;
     let caller = new_caller().await;
     let origin = app.config.allowed_origin.clone();
-    let (status, _, _) = create_as(&app, As { token: None, origin: Some(&origin) }, r#"{"text":"hi"}"#).await;
-    assert_eq!(status, 401);
     let (status, _, _) =
-        create_as(&app, As { token: Some(&caller.token), origin: Some("https://evil.example") }, r#"{"text":"hi"}"#).await;
+        create_as(&app, As { token: None, origin: Some(&origin) }, r#"{"text":"hi"}"#).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = create_as(
+        &app,
+        As { token: Some(&caller.token), origin: Some("https://evil.example") },
+        r#"{"text":"hi"}"#,
+    )
+    .await;
     assert_eq!(status, 403);
     assert_eq!(sessions_owned(&caller.user_id, &caller.org_id).await, 0);
 }
@@ -155,7 +169,9 @@ async fn at_most_ten_sessions_a_minute_per_user() {
     let app = app().await;
     let caller = new_caller().await;
     let origin = app.config.allowed_origin.clone();
-    let answers = join_all((0..14).map(|_| create_as(&app, caller.with_origin(&origin), r#"{"text":"go"}"#))).await;
+    let answers =
+        join_all((0..14).map(|_| create_as(&app, caller.with_origin(&origin), r#"{"text":"go"}"#)))
+            .await;
     assert_eq!(answers.iter().filter(|(s, _, _)| *s == 200).count(), 10);
     let limited: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 429).collect();
     assert_eq!(limited.len(), 4);

@@ -41,7 +41,11 @@ impl Client {
         }
     }
 
-    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Option<String>, Value) {
+    async fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Option<String>, Value) {
         let mut request = self.http.post(api(path)).body(body);
         if let Some(cookie) = &self.cookie {
             request = request.header("cookie", cookie);
@@ -52,7 +56,8 @@ impl Client {
         let response = request.send().await.expect("the local API answers");
         let status = response.status();
         assert_eq!(response.headers()["content-type"], "application/json");
-        let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        let retry_after =
+            response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
         (status, retry_after, response.json().await.expect("a JSON body"))
     }
 
@@ -93,15 +98,24 @@ async fn every_error_of_the_cancel_contract_over_http() {
     let id = client.create("something to cancel").await;
 
     let (status, _, body) = client.post("cancel", "{oops").await;
-    assert_eq!((status, body), (StatusCode::BAD_REQUEST, json!({ "error": "request body is not valid JSON" })));
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, json!({ "error": "request body is not valid JSON" }))
+    );
     let (status, _, body) = client.post("cancel", r#"{"sessionId":"nope"}"#).await;
-    assert_eq!((status, body), (StatusCode::BAD_REQUEST, json!({ "error": "sessionId must be a UUID" })));
+    assert_eq!(
+        (status, body),
+        (StatusCode::BAD_REQUEST, json!({ "error": "sessionId must be a UUID" }))
+    );
 
     let (status, _, _) = Client::new(None).post("cancel", cancel_body(&id)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let expired = issue_token(&owner.user_id, &owner.org_id, -60).await;
     let (status, _, body) = Client::new(Some(&expired)).post("cancel", cancel_body(&id)).await;
-    assert_eq!((status, body), (StatusCode::UNAUTHORIZED, json!({ "error": "session cookie has expired" })));
+    assert_eq!(
+        (status, body),
+        (StatusCode::UNAUTHORIZED, json!({ "error": "session cookie has expired" }))
+    );
 
     let mut cross_site = Client::new(Some(&owner.token));
     cross_site.origin = Some("https://evil.example".into());
@@ -112,14 +126,18 @@ async fn every_error_of_the_cancel_contract_over_http() {
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let other_org = caller_in(&owner.user_id, &unique("org")).await;
-    let (status, _, body) = Client::new(Some(&other_org.token)).post("cancel", cancel_body(&id)).await;
+    let (status, _, body) =
+        Client::new(Some(&other_org.token)).post("cancel", cancel_body(&id)).await;
     assert_eq!((status, body), (StatusCode::NOT_FOUND, json!({ "error": "session not found" })));
 
     let huge = format!("{{\"sessionId\":\"{id}\",\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
     let (status, _, _) = client.post("cancel", huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
-    assert!(attr(&session_item(&id).await.unwrap(), "cancelled_at").is_none(), "no error changed anything");
+    assert!(
+        attr(&session_item(&id).await.unwrap(), "cancelled_at").is_none(),
+        "no error changed anything"
+    );
 }
 
 #[tokio::test]

@@ -29,7 +29,8 @@ async fn one_hundred_concurrent_requests_admit_exactly_thirty() {
     let app = app().await;
     let scope = scope_of(&app, &new_caller().await).await;
     let now = Instant::from_epoch_millis(START_OF_HOUR_MS);
-    let results = join_all((0..100).map(|_| app.limiter.admit(&scope, &rate_limit::CANCEL, now))).await;
+    let results =
+        join_all((0..100).map(|_| app.limiter.admit(&scope, &rate_limit::CANCEL, now))).await;
     let admitted = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(admitted, 30);
     for refused in results.iter().filter_map(|r| r.as_ref().err()) {
@@ -89,7 +90,11 @@ async fn counters_carry_a_ttl_past_their_window() {
     let app = app().await;
     let scope = scope_of(&app, &new_caller().await).await;
     let now = Instant::from_epoch_millis(START_OF_HOUR_MS);
-    let tiny = RouteLimits { route: "probe", what: "probes", limits: &[Limit { max: 1, window_secs: 60 }] };
+    let tiny = RouteLimits {
+        route: "probe",
+        what: "probes",
+        limits: &[Limit { max: 1, window_secs: 60 }],
+    };
     app.limiter.admit(&scope, &tiny, now).await.unwrap();
     let items = counters_of(scope.user_id()).await;
     assert_eq!(items.len(), 1);

@@ -53,18 +53,13 @@ pub fn cookie_value<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
 /// For POST, PUT, PATCH and DELETE: 403 unless the request carries exactly one `Origin`
 /// header equal to `allowed`. Reads (GET, HEAD, OPTIONS) need none.
 pub fn require_same_origin(request: &Request, allowed: &str) -> Result<(), ApiError> {
-    if matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    ) {
+    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
     let mut origins = header_values(request, "origin");
     match (origins.next(), origins.next()) {
         (Some(origin), None) if origin == allowed => Ok(()),
-        _ => Err(ApiError::ForeignOrigin {
-            allowed: allowed.to_owned(),
-        }),
+        _ => Err(ApiError::ForeignOrigin { allowed: allowed.to_owned() }),
     }
 }
 
@@ -99,9 +94,8 @@ impl Authenticator {
 
     /// The caller's scope, or 401 when the cookie is missing, unknown or expired.
     pub async fn authenticate(&self, request: &Request) -> Result<UserScope, ApiError> {
-        let token = cookie_value(request, &self.cookie_name).ok_or(ApiError::Unauthenticated(
-            "sign in required: no session cookie",
-        ))?;
+        let token = cookie_value(request, &self.cookie_name)
+            .ok_or(ApiError::Unauthenticated("sign in required: no session cookie"))?;
         let hash = token_hash(token);
         let now = Instant::now();
         if let Some(scope) = self.cached(&hash, now) {
@@ -115,11 +109,7 @@ impl Authenticator {
         if record.expires_at_secs <= now.epoch_secs() {
             return Err(ApiError::Unauthenticated("session cookie has expired"));
         }
-        let AuthRecord {
-            user_id,
-            org_id,
-            expires_at_secs,
-        } = record;
+        let AuthRecord { user_id, org_id, expires_at_secs } = record;
         let scope = UserScope::from_auth_record(user_id, org_id);
         self.remember(hash, &scope, expires_at_secs);
         Ok(scope)
@@ -134,10 +124,7 @@ impl Authenticator {
         if self.cache_ttl.is_zero() {
             return None;
         }
-        let cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         cache
             .get(hash)
             .filter(|entry| entry.cached_at.elapsed() < self.cache_ttl)
@@ -149,20 +136,13 @@ impl Authenticator {
         if self.cache_ttl.is_zero() {
             return;
         }
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if cache.len() >= AUTH_CACHE_CAPACITY {
             cache.clear();
         }
         cache.insert(
             hash,
-            CachedScope {
-                scope: scope.clone(),
-                expires_at_secs,
-                cached_at: MonoInstant::now(),
-            },
+            CachedScope { scope: scope.clone(), expires_at_secs, cached_at: MonoInstant::now() },
         );
     }
 }
@@ -207,10 +187,7 @@ mod tests {
 
     #[test]
     fn reads_need_no_origin() {
-        let get = lambda_http::http::Request::builder()
-            .method("GET")
-            .body(Body::Empty)
-            .unwrap();
+        let get = lambda_http::http::Request::builder().method("GET").body(Body::Empty).unwrap();
         assert!(require_same_origin(&get, "https://knoq.one").is_ok());
     }
 
@@ -227,10 +204,7 @@ mod tests {
         let (a, b) = (new_token(), new_token());
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        );
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     }
 
     #[test]
@@ -244,13 +218,7 @@ mod tests {
     #[test]
     fn missing_empty_or_similarly_named_cookie_is_none() {
         assert_eq!(cookie_value(&with_cookies(&[]), "knoq_session"), None);
-        assert_eq!(
-            cookie_value(&with_cookies(&["knoq_session="]), "knoq_session"),
-            None
-        );
-        assert_eq!(
-            cookie_value(&with_cookies(&["xknoq_session=t"]), "knoq_session"),
-            None
-        );
+        assert_eq!(cookie_value(&with_cookies(&["knoq_session="]), "knoq_session"), None);
+        assert_eq!(cookie_value(&with_cookies(&["xknoq_session=t"]), "knoq_session"), None);
     }
 }

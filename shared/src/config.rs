@@ -62,9 +62,7 @@ impl Config {
     /// Reads the configuration through `lookup` (the environment in production, a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let required = |name: &'static str| {
-            lookup(name)
-                .filter(|value| !value.trim().is_empty())
-                .ok_or(ConfigError::Missing(name))
+            lookup(name).filter(|value| !value.trim().is_empty()).ok_or(ConfigError::Missing(name))
         };
         let allowed_origin = required("ALLOWED_ORIGIN")?;
         if !(allowed_origin.starts_with("https://") || allowed_origin.starts_with("http://"))
@@ -140,23 +138,14 @@ mod tests {
         let mut vars = complete();
         vars.remove("EVENTS_TABLE");
         let err = read(&vars).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "environment variable EVENTS_TABLE is required but not set"
-        );
+        assert_eq!(err.to_string(), "environment variable EVENTS_TABLE is required but not set");
     }
 
     #[test]
     fn origin_with_trailing_slash_is_rejected() {
         let mut vars = complete();
         vars.insert("ALLOWED_ORIGIN", "https://knoq.one/");
-        assert!(matches!(
-            read(&vars),
-            Err(ConfigError::Invalid {
-                name: "ALLOWED_ORIGIN",
-                ..
-            })
-        ));
+        assert!(matches!(read(&vars), Err(ConfigError::Invalid { name: "ALLOWED_ORIGIN", .. })));
     }
 
     #[test]

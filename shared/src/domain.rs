@@ -198,10 +198,7 @@ mod tests {
     fn text_must_not_be_blank_or_too_long() {
         assert_eq!(MessageText::parse("".into()), Err(TextError::Blank));
         assert_eq!(MessageText::parse(" \n\t ".into()), Err(TextError::Blank));
-        assert_eq!(
-            MessageText::parse("é".repeat(MAX_TEXT_CHARS + 1)),
-            Err(TextError::TooLong)
-        );
+        assert_eq!(MessageText::parse("é".repeat(MAX_TEXT_CHARS + 1)), Err(TextError::TooLong));
         assert!(MessageText::parse("é".repeat(MAX_TEXT_CHARS)).is_ok());
     }
 

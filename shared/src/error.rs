@@ -72,14 +72,10 @@ impl ApiError {
         let status = self.status();
         let body = serde_json::json!({ "error": self.to_string() });
         let mut response = crate::http::json_response(status, &body);
-        if let Self::RateLimited {
-            retry_after_secs, ..
-        } = self
-        {
-            response.headers_mut().insert(
-                lambda_http::http::header::RETRY_AFTER,
-                retry_after_secs.max(1).into(),
-            );
+        if let Self::RateLimited { retry_after_secs, .. } = self {
+            response
+                .headers_mut()
+                .insert(lambda_http::http::header::RETRY_AFTER, retry_after_secs.max(1).into());
         }
         response
     }
@@ -97,12 +93,7 @@ mod tests {
     fn each_error_has_its_status_and_a_json_error_body() {
         let cases = [
             (ApiError::Unauthenticated("no session cookie"), 401),
-            (
-                ApiError::ForeignOrigin {
-                    allowed: "https://knoq.one".into(),
-                },
-                403,
-            ),
+            (ApiError::ForeignOrigin { allowed: "https://knoq.one".into() }, 403),
             (ApiError::PlanForbids("plan"), 403),
             (ApiError::BadRequest("sessionId is required".into()), 400),
             (ApiError::SessionNotFound, 404),
@@ -114,10 +105,7 @@ mod tests {
             let response = error.into_response();
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(response.headers()["content-type"], "application/json");
-            assert_eq!(
-                body_json(&response),
-                serde_json::json!({ "error": message })
-            );
+            assert_eq!(body_json(&response), serde_json::json!({ "error": message }));
         }
     }
 

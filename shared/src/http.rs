@@ -38,23 +38,15 @@ impl JsonObject {
     pub fn from_request(request: &Request) -> Result<Self, ApiError> {
         let bytes = body_bytes(request);
         if bytes.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            });
+            return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
         }
         if bytes.is_empty() {
-            return Err(ApiError::BadRequest(
-                "request body is required (a JSON object)".into(),
-            ));
+            return Err(ApiError::BadRequest("request body is required (a JSON object)".into()));
         }
         match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(ApiError::BadRequest(
-                "request body must be a JSON object".into(),
-            )),
-            Err(_) => Err(ApiError::BadRequest(
-                "request body is not valid JSON".into(),
-            )),
+            Ok(_) => Err(ApiError::BadRequest("request body must be a JSON object".into())),
+            Err(_) => Err(ApiError::BadRequest("request body is not valid JSON".into())),
         }
     }
 
@@ -71,11 +63,7 @@ impl JsonObject {
 
 /// Every value of a header, joined the way HTTP joins repeated headers.
 pub fn header_values<'a>(request: &'a Request, name: &str) -> impl Iterator<Item = &'a str> {
-    request
-        .headers()
-        .get_all(name)
-        .into_iter()
-        .filter_map(|value| value.to_str().ok())
+    request.headers().get_all(name).into_iter().filter_map(|value| value.to_str().ok())
 }
 
 #[cfg(test)]
@@ -83,9 +71,7 @@ mod tests {
     use super::*;
 
     fn request(body: &str) -> Request {
-        lambda_http::http::Request::builder()
-            .body(Body::Text(body.to_string()))
-            .unwrap()
+        lambda_http::http::Request::builder().body(Body::Text(body.to_string())).unwrap()
     }
 
     fn message(result: Result<impl std::fmt::Debug, ApiError>) -> String {
@@ -125,10 +111,7 @@ mod tests {
         assert_eq!(body.required_string("a").unwrap(), "x");
         assert_eq!(message(body.required_string("n")), "n must be a string");
         assert_eq!(message(body.required_string("z")), "z is required");
-        assert_eq!(
-            message(body.required_string("missing")),
-            "missing is required"
-        );
+        assert_eq!(message(body.required_string("missing")), "missing is required");
     }
 
     #[test]
@@ -136,12 +119,6 @@ mod tests {
         let req = lambda_http::http::Request::builder()
             .body(Body::Binary(br#"{"a":"b"}"#.to_vec()))
             .unwrap();
-        assert_eq!(
-            JsonObject::from_request(&req)
-                .unwrap()
-                .required_string("a")
-                .unwrap(),
-            "b"
-        );
+        assert_eq!(JsonObject::from_request(&req).unwrap().required_string("a").unwrap(), "b");
     }
 }

@@ -31,18 +31,12 @@ pub struct Limit {
 impl Limit {
     /// `max` requests a minute.
     pub const fn per_minute(max: u32) -> Self {
-        Self {
-            max,
-            window_secs: 60,
-        }
+        Self { max, window_secs: 60 }
     }
 
     /// `max` requests an hour.
     pub const fn per_hour(max: u32) -> Self {
-        Self {
-            max,
-            window_secs: 3600,
-        }
+        Self { max, window_secs: 3600 }
     }
 
     /// The window in words, for error messages.
@@ -58,10 +52,7 @@ impl Limit {
     pub fn window_at(&self, now: Instant) -> Window {
         let length_ms = i64::from(self.window_secs) * 1000;
         let index = now.epoch_millis().div_euclid(length_ms);
-        Window {
-            index,
-            ends_at_ms: (index + 1) * length_ms,
-        }
+        Window { index, ends_at_ms: (index + 1) * length_ms }
     }
 }
 
@@ -100,11 +91,8 @@ pub struct RouteLimits {
 }
 
 /// `POST /cancel`: 30 a minute per user.
-pub const CANCEL: RouteLimits = RouteLimits {
-    route: "cancel",
-    what: "cancel requests",
-    limits: &[Limit::per_minute(30)],
-};
+pub const CANCEL: RouteLimits =
+    RouteLimits { route: "cancel", what: "cancel requests", limits: &[Limit::per_minute(30)] };
 
 /// `POST /session`: 10 a minute and 20 an hour per user.
 pub const CREATE_SESSION: RouteLimits = RouteLimits {
@@ -230,9 +218,7 @@ impl RateLimiter {
                 .iter()
                 .map(|reason| reason.code().unwrap_or("None"))
                 .collect();
-            if let Some(position) = codes
-                .iter()
-                .position(|code| *code == "ConditionalCheckFailed")
+            if let Some(position) = codes.iter().position(|code| *code == "ConditionalCheckFailed")
             {
                 return Err(refused(route, limits[position], now));
             }
@@ -248,13 +234,7 @@ impl RateLimiter {
 
 /// The counter item's key for `limit`'s current `window`.
 pub fn counter_key(scope: &UserScope, route: &RouteLimits, limit: Limit, window: Window) -> String {
-    format!(
-        "{}#{}#{}#{}",
-        route.route,
-        scope.user_id(),
-        limit.window_secs,
-        window.index
-    )
+    format!("{}#{}#{}#{}", route.route, scope.user_id(), limit.window_secs, window.index)
 }
 
 fn refused(route: &RouteLimits, limit: Limit, now: Instant) -> ApiError {
@@ -274,27 +254,9 @@ mod tests {
     fn windows_align_to_the_epoch() {
         let limit = Limit::per_minute(30);
         let at = |ms| limit.window_at(Instant::from_epoch_millis(ms));
-        assert_eq!(
-            at(0),
-            Window {
-                index: 0,
-                ends_at_ms: 60_000
-            }
-        );
-        assert_eq!(
-            at(59_999),
-            Window {
-                index: 0,
-                ends_at_ms: 60_000
-            }
-        );
-        assert_eq!(
-            at(60_000),
-            Window {
-                index: 1,
-                ends_at_ms: 120_000
-            }
-        );
+        assert_eq!(at(0), Window { index: 0, ends_at_ms: 60_000 });
+        assert_eq!(at(59_999), Window { index: 0, ends_at_ms: 60_000 });
+        assert_eq!(at(60_000), Window { index: 1, ends_at_ms: 120_000 });
     }
 
     #[test]
@@ -302,19 +264,10 @@ mod tests {
         let limit = Limit::per_minute(30);
         let now = |ms| Instant::from_epoch_millis(ms);
         assert_eq!(limit.window_at(now(0)).retry_after_secs(now(0)), 60);
-        assert_eq!(
-            limit.window_at(now(58_001)).retry_after_secs(now(58_001)),
-            2
-        );
-        assert_eq!(
-            limit.window_at(now(59_999)).retry_after_secs(now(59_999)),
-            1
-        );
+        assert_eq!(limit.window_at(now(58_001)).retry_after_secs(now(58_001)), 2);
+        assert_eq!(limit.window_at(now(59_999)).retry_after_secs(now(59_999)), 1);
         let hour = Limit::per_hour(20);
-        assert_eq!(
-            hour.window_at(now(1_000)).retry_after_secs(now(1_000)),
-            3599
-        );
+        assert_eq!(hour.window_at(now(1_000)).retry_after_secs(now(1_000)), 3599);
     }
 
     #[test]
@@ -328,29 +281,14 @@ mod tests {
         let scope = UserScope::from_auth_record("u1".into(), "o1".into());
         let minute = Limit::per_minute(10);
         let window = minute.window_at(Instant::from_epoch_millis(120_000));
-        assert_eq!(
-            counter_key(&scope, &CREATE_SESSION, minute, window),
-            "create-session#u1#60#2"
-        );
-        assert_eq!(
-            counter_key(&scope, &CANCEL, minute, window),
-            "cancel#u1#60#2"
-        );
+        assert_eq!(counter_key(&scope, &CREATE_SESSION, minute, window), "create-session#u1#60#2");
+        assert_eq!(counter_key(&scope, &CANCEL, minute, window), "cancel#u1#60#2");
     }
 
     #[test]
     fn route_limits_match_the_contract() {
-        assert_eq!(
-            CANCEL.limits,
-            &[Limit {
-                max: 30,
-                window_secs: 60
-            }]
-        );
-        assert_eq!(
-            CREATE_SESSION.limits,
-            &[Limit::per_minute(10), Limit::per_hour(20)]
-        );
+        assert_eq!(CANCEL.limits, &[Limit { max: 30, window_secs: 60 }]);
+        assert_eq!(CREATE_SESSION.limits, &[Limit::per_minute(10), Limit::per_hour(20)]);
         assert_eq!(Limit::per_hour(1).window_name(), "hour");
     }
 }

@@ -118,7 +118,11 @@ async fn main() {
 
     // Warm the connection pools of every client.
     for v in &variants {
-        v.app.auth.authenticate(&post("/", v.work[0].0.with_origin(&v.app.config.allowed_origin), "")).await.unwrap();
+        v.app
+            .auth
+            .authenticate(&post("/", v.work[0].0.with_origin(&v.app.config.allowed_origin), ""))
+            .await
+            .unwrap();
     }
     for v in &variants {
         v.trips.take();
@@ -161,9 +165,22 @@ async fn main() {
 
     let n = USERS * CANCELS_PER_USER;
     let bare_median = median(&mut bare);
-    println!("knoq cancel benchmark: {n} cancels per variant, {n} bare UpdateItem, interleaved; {:.1} s", elapsed.as_secs_f64());
-    println!("{:<28} {:>10} {:>10} {:>8} {:>12}", "", "median ms", "p90 ms", "ratio", "round trips");
-    println!("{:<28} {:>10.2} {:>10.2} {:>8} {:>12}", "bare UpdateItem", ms(bare_median), ms(percentile(&mut bare, 0.9)), "1.00", "1");
+    println!(
+        "knoq cancel benchmark: {n} cancels per variant, {n} bare UpdateItem, interleaved; {:.1} s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>8} {:>12}",
+        "", "median ms", "p90 ms", "ratio", "round trips"
+    );
+    println!(
+        "{:<28} {:>10.2} {:>10.2} {:>8} {:>12}",
+        "bare UpdateItem",
+        ms(bare_median),
+        ms(percentile(&mut bare, 0.9)),
+        "1.00",
+        "1"
+    );
     for v in variants.iter_mut() {
         let m = median(&mut v.latencies);
         let trips = v.timed_trips as f64 / n as f64;

@@ -110,10 +110,8 @@ pub fn post(path: &str, who: As<'_>, body: impl Into<String>) -> Request {
 pub fn read(response: Response<Body>) -> (u16, Option<String>, Value) {
     let status = response.status().as_u16();
     assert_eq!(response.headers()["content-type"], "application/json");
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|value| value.to_str().unwrap().to_string());
+    let retry_after =
+        response.headers().get("retry-after").map(|value| value.to_str().unwrap().to_string());
     let body = serde_json::from_slice(response.body().as_ref()).expect("a JSON body");
     (status, retry_after, body)
 }

@@ -77,4 +77,3 @@ async fn issue_token(args: &[String]) -> Result<(), String> {
     println!("{token}");
     Ok(())
 }
-

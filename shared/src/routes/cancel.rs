@@ -28,11 +28,7 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
     app.limiter.admit(&scope, &rate_limit::CANCEL, now).await?;
     let body = JsonObject::from_request(request)?;
     let session_id = parse_session_id(&body)?;
-    match app
-        .sessions
-        .cancel(&scope, &session_id, &request_id(request), now)
-        .await?
-    {
+    match app.sessions.cancel(&scope, &session_id, &request_id(request), now).await? {
         CancelOutcome::Cancelled => {
             tracing::info!(session_id = %session_id, "session cancelled");
             Ok(json!({ "ok": true }))

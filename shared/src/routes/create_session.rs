@@ -25,15 +25,11 @@ async fn create(app: &App, request: &Request) -> Result<Value, ApiError> {
     let scope = app.auth.authenticate(request).await?;
     app.auth.require_same_origin(request)?;
     let now = Instant::now();
-    app.limiter
-        .admit(&scope, &rate_limit::CREATE_SESSION, now)
-        .await?;
+    app.limiter.admit(&scope, &rate_limit::CREATE_SESSION, now).await?;
     let text = parse_text(&JsonObject::from_request(request)?)?;
     let policy = app.organisations.policy(scope.org_id()).await?;
     if !policy.allows_new_sessions {
-        return Err(ApiError::PlanForbids(
-            "your organisation's plan does not allow new sessions",
-        ));
+        return Err(ApiError::PlanForbids("your organisation's plan does not allow new sessions"));
     }
     let id = SessionId::new();
     app.sessions.create(&scope, &id, &text, now).await?;
@@ -47,10 +43,7 @@ pub fn parse_text(body: &JsonObject) -> Result<MessageText, ApiError> {
         ApiError::BadRequest(match error {
             TextError::Blank => "text must not be empty".into(),
             TextError::TooLong => {
-                format!(
-                    "text must be at most {} characters",
-                    crate::domain::MAX_TEXT_CHARS
-                )
+                format!("text must be at most {} characters", crate::domain::MAX_TEXT_CHARS)
             }
         })
     })

@@ -39,10 +39,7 @@ impl StoreError {
         E: std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
-        Self::Sdk {
-            operation,
-            message: DisplayErrorContext(error).to_string(),
-        }
+        Self::Sdk { operation, message: DisplayErrorContext(error).to_string() }
     }
 }
 
@@ -58,16 +55,12 @@ pub fn n(value: impl ToString) -> AttributeValue {
 
 /// The string attribute `name` of `item`, if present and a string.
 pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name)
-        .and_then(|value| value.as_s().ok())
-        .map(String::as_str)
+    item.get(name).and_then(|value| value.as_s().ok()).map(String::as_str)
 }
 
 /// The number attribute `name` of `item` as an `i64`, if present and numeric.
 pub fn get_i64(item: &Item, name: &str) -> Option<i64> {
-    item.get(name)
-        .and_then(|value| value.as_n().ok())
-        .and_then(|raw| raw.parse().ok())
+    item.get(name).and_then(|value| value.as_n().ok()).and_then(|raw| raw.parse().ok())
 }
 
 /// The string attribute `name`, or [`StoreError::Corrupt`] naming it.

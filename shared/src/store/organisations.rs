@@ -47,9 +47,7 @@ impl OrganisationStore {
             None => true,
             Some(AttributeValue::Bool(allowed)) => *allowed,
             Some(_) => {
-                return Err(StoreError::Corrupt(
-                    "allows_new_sessions is not a boolean".into(),
-                ));
+                return Err(StoreError::Corrupt("allows_new_sessions is not a boolean".into()));
             }
         };
         let has_connectors = match item.get("connectors") {
@@ -57,9 +55,6 @@ impl OrganisationStore {
             Some(AttributeValue::Ss(set)) => !set.is_empty(),
             _ => false,
         };
-        Ok(OrgPolicy {
-            allows_new_sessions,
-            has_connectors,
-        })
+        Ok(OrgPolicy { allows_new_sessions, has_connectors })
     }
 }

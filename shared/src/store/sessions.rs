@@ -41,11 +41,7 @@ pub struct SessionStore {
 impl SessionStore {
     /// A store over the two tables.
     pub fn new(client: Client, sessions_table: String, events_table: String) -> Self {
-        Self {
-            client,
-            sessions_table,
-            events_table,
-        }
+        Self { client, sessions_table, events_table }
     }
 
     /// Writes a new session and its opening `user_message` event in one transaction: both
@@ -148,9 +144,9 @@ fn classify_failed_cancel(scope: &UserScope, old: Option<&Item>) -> CancelOutcom
     let owned = get_s(old, "user_id") == Some(scope.user_id())
         && get_s(old, "org_id") == Some(scope.org_id());
     match (owned, get_s(old, "cancelled_at")) {
-        (true, Some(cancelled_at)) => CancelOutcome::AlreadyCancelled {
-            cancelled_at: cancelled_at.to_owned(),
-        },
+        (true, Some(cancelled_at)) => {
+            CancelOutcome::AlreadyCancelled { cancelled_at: cancelled_at.to_owned() }
+        }
         _ => CancelOutcome::NotFound,
     }
 }
@@ -164,10 +160,8 @@ mod tests {
     }
 
     fn item(user: &str, org: &str, cancelled_at: Option<&str>) -> Item {
-        let mut item = Item::from([
-            ("user_id".to_string(), s(user)),
-            ("org_id".to_string(), s(org)),
-        ]);
+        let mut item =
+            Item::from([("user_id".to_string(), s(user)), ("org_id".to_string(), s(org))]);
         if let Some(at) = cancelled_at {
             item.insert("cancelled_at".into(), s(at));
         }
@@ -179,28 +173,16 @@ mod tests {
         let old = item("u1", "o1", Some("2026-01-01T00:00:00.000Z"));
         assert_eq!(
             classify_failed_cancel(&scope(), Some(&old)),
-            CancelOutcome::AlreadyCancelled {
-                cancelled_at: "2026-01-01T00:00:00.000Z".into()
-            }
+            CancelOutcome::AlreadyCancelled { cancelled_at: "2026-01-01T00:00:00.000Z".into() }
         );
     }
 
     #[test]
     fn missing_or_foreign_sessions_are_not_found() {
         let at = Some("2026-01-01T00:00:00.000Z");
-        assert_eq!(
-            classify_failed_cancel(&scope(), None),
-            CancelOutcome::NotFound
-        );
-        for old in [
-            item("u2", "o1", at),
-            item("u1", "o2", at),
-            item("u2", "o1", None),
-        ] {
-            assert_eq!(
-                classify_failed_cancel(&scope(), Some(&old)),
-                CancelOutcome::NotFound
-            );
+        assert_eq!(classify_failed_cancel(&scope(), None), CancelOutcome::NotFound);
+        for old in [item("u2", "o1", at), item("u1", "o2", at), item("u2", "o1", None)] {
+            assert_eq!(classify_failed_cancel(&scope(), Some(&old)), CancelOutcome::NotFound);
         }
     }
 }
