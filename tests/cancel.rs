@@ -106,6 +106,10 @@ async fn foreign_or_missing_origin_is_403_and_changes_nothing() {
         assert!(body["error"].as_str().unwrap().contains("Origin"), "{body}");
     }
     assert!(attr(&session_item(&id).await.unwrap(), "cancelled_at").is_none());
+    let cancel_counters = counters_of(&caller.user_id).await.into_iter();
+    let counted =
+        cancel_counters.filter(|c| attr(c, "pk").is_some_and(|pk| pk.starts_with("cancel#")));
+    assert_eq!(counted.count(), 0, "403s are not counted");
 }
 
 #[tokio::test]

@@ -6,6 +6,9 @@
 #   infra/local/run.sh test    emulator + functions on test ports, then every test
 #   infra/local/run.sh bench   emulator on the test port, then the benchmarks
 #
+# With AWS_ENDPOINT_URL set (LocalStack, say), test and bench start no emulator: they create
+# the template's tables there under a per-run prefix and run against it.
+#
 # Everything listens on 127.0.0.1 only. Ports can be moved with KNOQ_EMULATOR_PORT and
 # KNOQ_API_PORT (test and bench default to 4599 and 9099, so they run beside `make dev`).
 set -euo pipefail
@@ -37,7 +40,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for port in "$EMU_PORT" "$API_PORT"; do
+EXTERNAL_ENDPOINT=""
+if [ "$MODE" != dev ] && [ -n "${AWS_ENDPOINT_URL:-}" ]; then EXTERNAL_ENDPOINT=$AWS_ENDPOINT_URL; fi
+PORTS=("$API_PORT"); [ -n "$EXTERNAL_ENDPOINT" ] || PORTS+=("$EMU_PORT")
+for port in "${PORTS[@]}"; do
   port_free "$port" || { echo "run.sh: port $port on 127.0.0.1 is already in use" >&2; exit 1; }
 done
 
@@ -46,6 +52,11 @@ start() { setsid "$@" & PIDS+=("$!"); }
 
 start_emulator() {
   rm -f "$ENV_FILE"
+  if [ -n "$EXTERNAL_ENDPOINT" ]; then
+    "$PY" infra/local/stack.py provision --endpoint "$EXTERNAL_ENDPOINT" \
+      --prefix "knoq-$MODE-$(date +%s)-" --env-file "$ENV_FILE" --allowed-origin "$ORIGIN"
+    return 0
+  fi
   start "$PY" infra/local/stack.py serve --port "$EMU_PORT" --env-file "$ENV_FILE" \
     --allowed-origin "$ORIGIN"
   for _ in $(seq 1 120); do

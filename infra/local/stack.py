@@ -10,6 +10,11 @@ every AWS::DynamoDB::Table of template.yaml, writes the functions' environment (
 template's Globals, with !Ref resolved to the local table names) to --env-file, and runs in
 the foreground until SIGINT or SIGTERM.
 
+    python infra/local/stack.py provision --endpoint http://localhost:4566 --env-file F
+
+creates the same tables on an emulator that is already running (LocalStack, say) and writes
+the environment for it.
+
     python infra/local/stack.py check
 
 parses the template and prints what `serve` would create, without starting anything.
@@ -130,8 +135,56 @@ def _serialise_dynamodb() -> None:
     DynamoHandler.call_action = call_action
 
 
-def serve(args: argparse.Namespace) -> None:
+def provision(
+    endpoint: str, prefix: str, env_file: Path, allowed_origin: str, from_environment: bool
+) -> None:
+    """Creates every table of the template on `endpoint` (those that exist already are left
+    alone) and writes the functions' environment for that endpoint to `env_file`. Region and
+    credentials are the emulator's dummies unless `from_environment` takes them from the
+    standard AWS variables (an emulator this script did not start may want its own)."""
+    import os
+
     import boto3
+
+    template = load_template()
+    env = os.environ if from_environment else {}
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or REGION
+    access_key = env.get("AWS_ACCESS_KEY_ID", "test")
+    secret_key = env.get("AWS_SECRET_ACCESS_KEY", "test")
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+    )
+    existing = set(dynamodb.list_tables().get("TableNames", []))
+    requests = create_table_requests(template, prefix)
+    for create, ttl in requests:
+        if create["TableName"] in existing:
+            continue
+        dynamodb.create_table(**create)
+        dynamodb.get_waiter("table_exists").wait(TableName=create["TableName"])
+        if ttl:
+            dynamodb.update_time_to_live(**ttl)
+
+    environment = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        **function_environment(template, prefix, {"AllowedOrigin": allowed_origin}),
+    }
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = env_file.with_suffix(".partial")
+    partial.write_text("".join(f"{key}={value}\n" for key, value in environment.items()))
+    partial.replace(env_file)  # readers never see a half-written file
+    print(f"stack: tables on {endpoint}: " + ", ".join(c["TableName"] for c, _ in requests), flush=True)
+    print(f"stack: function environment written to {env_file}", flush=True)
+
+
+def serve(args: argparse.Namespace) -> None:
     from moto import mock_aws
     from moto.server import ThreadedMotoServer
 
@@ -151,35 +204,7 @@ def serve(args: argparse.Namespace) -> None:
     server.start()
     endpoint = f"http://127.0.0.1:{args.port}"
 
-    template = load_template()
-    dynamodb = boto3.client(
-        "dynamodb",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
-    for create, ttl in create_table_requests(template, args.prefix):
-        dynamodb.create_table(**create)
-        if ttl:
-            dynamodb.update_time_to_live(**ttl)
-
-    environment = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        **function_environment(template, args.prefix, {"AllowedOrigin": args.allowed_origin}),
-    }
-    env_file = Path(args.env_file)
-    env_file.parent.mkdir(parents=True, exist_ok=True)
-    env_file.write_text("".join(f"{key}={value}\n" for key, value in environment.items()))
-
-    print(f"emulator: {endpoint} (DynamoDB, Step Functions); tables: "
-          + ", ".join(c["TableName"] for c, _ in create_table_requests(template, args.prefix)),
-          flush=True)
-    print(f"emulator: function environment written to {env_file}", flush=True)
+    provision(endpoint, args.prefix, Path(args.env_file), args.allowed_origin, False)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -187,6 +212,10 @@ def serve(args: argparse.Namespace) -> None:
     stop.wait()
     server.stop()
     mock.stop()
+
+
+def provision_command(args: argparse.Namespace) -> None:
+    provision(args.endpoint, args.prefix, Path(args.env_file), args.allowed_origin, True)
 
 
 def check(_: argparse.Namespace) -> None:
@@ -207,6 +236,14 @@ def main() -> None:
     serve_parser.add_argument("--allowed-origin", default="http://127.0.0.1:9000")
     serve_parser.add_argument("--verbose", action="store_true", help="log every request")
     serve_parser.set_defaults(run=serve)
+    provision_parser = commands.add_parser(
+        "provision", help="create the tables on an emulator that is already running (LocalStack)"
+    )
+    provision_parser.add_argument("--endpoint", required=True)
+    provision_parser.add_argument("--prefix", default="knoq-local-", help="table name prefix")
+    provision_parser.add_argument("--env-file", required=True)
+    provision_parser.add_argument("--allowed-origin", default="http://127.0.0.1:9000")
+    provision_parser.set_defaults(run=provision_command)
     check_parser = commands.add_parser("check", help="print what serve would create")
     check_parser.set_defaults(run=check)
     args = parser.parse_args()
