@@ -25,6 +25,7 @@ dev: $(TOOLS)
 ## test: lint template and code, start the local stack, run unit and integration tests
 test: $(TOOLS) check-nextest lint
 	cfn-lint template.yaml
+	$(VENV)/bin/python -m unittest discover -s infra/local
 	infra/local/run.sh test
 
 ## bench: cancel latency against a bare UpdateItem on the same emulator

@@ -31,16 +31,29 @@ async fn cancel_as(
     read(cancel::handle(app, post("/api/managed-agents/cancel", who, body)).await)
 }
 
+/// A fresh owner with one session of theirs, and the allowed origin.
+struct Fixture {
+    app: App,
+    caller: Caller,
+    id: String,
+    origin: String,
+}
+
+async fn fixture() -> Fixture {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = create(&app, &caller).await;
+    let origin = app.config.allowed_origin.clone();
+    Fixture { app, caller, id, origin }
+}
+
 fn body_for(id: &str) -> String {
     json!({ "sessionId": id }).to_string()
 }
 
 #[tokio::test]
 async fn first_cancel_answers_exactly_ok_and_stamps_the_session() {
-    let app = app().await;
-    let caller = new_caller().await;
-    let id = create(&app, &caller).await;
-    let origin = app.config.allowed_origin.clone();
+    let Fixture { app, caller, id, origin } = fixture().await;
 
     let (status, _, body) = cancel_as(&app, caller.with_origin(&origin), body_for(&id)).await;
     assert_eq!(status, 200);
@@ -56,10 +69,7 @@ async fn first_cancel_answers_exactly_ok_and_stamps_the_session() {
 
 #[tokio::test]
 async fn second_cancel_reports_already_cancelled_and_keeps_the_timestamp() {
-    let app = app().await;
-    let caller = new_caller().await;
-    let id = create(&app, &caller).await;
-    let origin = app.config.allowed_origin.clone();
+    let Fixture { app, caller, id, origin } = fixture().await;
     cancel_as(&app, caller.with_origin(&origin), body_for(&id)).await;
     let first = session_item(&id).await.unwrap();
 
@@ -74,10 +84,7 @@ async fn second_cancel_reports_already_cancelled_and_keeps_the_timestamp() {
 
 #[tokio::test]
 async fn missing_unknown_and_expired_cookies_are_401_and_change_nothing() {
-    let app = app().await;
-    let caller = new_caller().await;
-    let id = create(&app, &caller).await;
-    let origin = app.config.allowed_origin.clone();
+    let Fixture { app, caller, id, origin } = fixture().await;
     let expired = issue_token(&caller.user_id, &caller.org_id, -1).await;
     let unknown = knoq_shared::auth::new_token();
     let cases = [
@@ -96,9 +103,7 @@ async fn missing_unknown_and_expired_cookies_are_401_and_change_nothing() {
 
 #[tokio::test]
 async fn foreign_or_missing_origin_is_403_and_changes_nothing() {
-    let app = app().await;
-    let caller = new_caller().await;
-    let id = create(&app, &caller).await;
+    let Fixture { app, caller, id, .. } = fixture().await;
     for origin in [None, Some("https://evil.example"), Some("null")] {
         let who = As { token: Some(&caller.token), origin };
         let (status, _, body) = cancel_as(&app, who, body_for(&id)).await;
@@ -114,10 +119,7 @@ async fn foreign_or_missing_origin_is_403_and_changes_nothing() {
 
 #[tokio::test]
 async fn malformed_bodies_are_400_naming_the_problem_and_change_nothing() {
-    let app = app().await;
-    let caller = new_caller().await;
-    let id = create(&app, &caller).await;
-    let origin = app.config.allowed_origin.clone();
+    let Fixture { app, caller, id, origin } = fixture().await;
     let cases = [
         ("", "request body is required (a JSON object)"),
         ("{\"sessionId\":", "request body is not valid JSON"),
@@ -139,10 +141,7 @@ async fn malformed_bodies_are_400_naming_the_problem_and_change_nothing() {
 
 #[tokio::test]
 async fn two_megabyte_body_is_413_and_changes_nothing() {
-    let app = app().await;
-    let caller = new_caller().await;
-    let id = create(&app, &caller).await;
-    let origin = app.config.allowed_origin.clone();
+    let Fixture { app, caller, id, origin } = fixture().await;
     let huge = format!("{{\"sessionId\":\"{id}\",\"pad\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
     let (status, _, body) = cancel_as(&app, caller.with_origin(&origin), huge).await;
     assert_eq!(status, 413);
@@ -152,10 +151,7 @@ async fn two_megabyte_body_is_413_and_changes_nothing() {
 
 #[tokio::test]
 async fn other_tenants_get_404_for_a_session_that_exists() {
-    let app = app().await;
-    let owner = new_caller().await;
-    let id = create(&app, &owner).await;
-    let origin = app.config.allowed_origin.clone();
+    let Fixture { app, caller: owner, id, origin } = fixture().await;
     let same_user_other_org = caller_in(&owner.user_id, &unique("org")).await;
     let other_user_same_org = caller_in(&unique("user"), &owner.org_id).await;
     for intruder in [&same_user_other_org, &other_user_same_org] {
@@ -185,10 +181,7 @@ async fn unknown_session_is_404_and_creates_no_item() {
 
 #[tokio::test]
 async fn uppercase_session_id_names_the_same_session() {
-    let app = app().await;
-    let caller = new_caller().await;
-    let id = create(&app, &caller).await;
-    let origin = app.config.allowed_origin.clone();
+    let Fixture { app, caller, id, origin } = fixture().await;
     let (status, _, body) =
         cancel_as(&app, caller.with_origin(&origin), body_for(&id.to_uppercase())).await;
     assert_eq!((status, body), (200, json!({ "ok": true })));
@@ -196,18 +189,11 @@ async fn uppercase_session_id_names_the_same_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_concurrent_cancels_of_one_session_make_exactly_one_first_cancel() {
-    let app = app().await;
-    let caller = new_caller().await;
-    let id = create(&app, &caller).await;
+    let Fixture { app, caller, id, .. } = fixture().await;
     let session_id = SessionId::parse(&id).unwrap();
-    let scope_probe = {
-        // The store is reached as the handler reaches it: with the caller's authenticated scope.
-        let origin = app.config.allowed_origin.clone();
-        let request = post("/", caller.with_origin(&origin), "");
-        app.auth.authenticate(&request).await.unwrap()
-    };
+    let scope = scope_of(&app, &caller).await;
     let outcomes = join_all((0..120).map(|i| {
-        let (app, scope, session_id) = (&app, &scope_probe, &session_id);
+        let (app, scope, session_id) = (&app, &scope, &session_id);
         async move {
             app.sessions
                 .cancel(scope, session_id, &format!("req-{i}"), Instant::now())
@@ -233,10 +219,7 @@ async fn many_concurrent_cancels_of_one_session_make_exactly_one_first_cancel() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_cancel_requests_through_the_handler_make_exactly_one_first_cancel() {
     with_window_room(20).await;
-    let app = app().await;
-    let caller = new_caller().await;
-    let id = create(&app, &caller).await;
-    let origin = app.config.allowed_origin.clone();
+    let Fixture { app, caller, id, origin } = fixture().await;
     let answers =
         join_all((0..30).map(|_| cancel_as(&app, caller.with_origin(&origin), body_for(&id))))
             .await;

@@ -146,11 +146,7 @@ async fn unauthenticated_or_cross_origin_is_refused_before_anything_is_written()
 async fn session_and_first_event_are_written_both_or_neither() {
     let app = app().await;
     let caller = new_caller().await;
-    let scope = app
-        .auth
-        .authenticate(&post("/", caller.with_origin(&app.config.allowed_origin), ""))
-        .await
-        .unwrap();
+    let scope = scope_of(&app, &caller).await;
     let id = SessionId::new();
     let text = MessageText::parse("first".into()).unwrap();
     app.sessions.create(&scope, &id, &text, Instant::now()).await.unwrap();

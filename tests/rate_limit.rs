@@ -2,7 +2,6 @@
 
 use futures::future::join_all;
 use knoq_shared::clock::Instant;
-use knoq_shared::domain::UserScope;
 use knoq_shared::error::ApiError;
 use knoq_shared::rate_limit::{self, Limit, RouteLimits};
 use knoq_shared::routes::cancel;
@@ -11,11 +10,6 @@ use serde_json::json;
 
 /// 2030-01-01T00:00:05Z: five seconds into a minute and into an hour.
 const START_OF_HOUR_MS: i64 = 1_893_456_005_000;
-
-async fn scope_of(app: &knoq_shared::App, caller: &Caller) -> UserScope {
-    let origin = app.config.allowed_origin.clone();
-    app.auth.authenticate(&post("/", caller.with_origin(&origin), "")).await.unwrap()
-}
 
 fn retry_after(error: &ApiError) -> u64 {
     match error {

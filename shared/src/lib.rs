@@ -5,6 +5,8 @@
 //! handler turns the HTTP request into typed domain values, calls the store, and lets
 //! [`error::ApiError`] turn any failure into a status and `{"error": ...}` body in one place.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod auth;
 pub mod clock;

@@ -74,11 +74,7 @@ async fn variant(name: &'static str, auth_cache_ttl: Duration) -> Variant {
     let mut work = Vec::new();
     for _ in 0..USERS {
         let caller = new_caller().await;
-        let scope = app
-            .auth
-            .authenticate(&post("/", caller.with_origin(&app.config.allowed_origin), ""))
-            .await
-            .expect("fresh token authenticates"); // also warms the cache where there is one
+        let scope = scope_of(&app, &caller).await; // also warms the auth cache
         let mut ids = Vec::new();
         for _ in 0..CANCELS_PER_USER {
             let id = SessionId::new();
@@ -118,11 +114,7 @@ async fn main() {
 
     // Warm the connection pools of every client.
     for v in &variants {
-        v.app
-            .auth
-            .authenticate(&post("/", v.work[0].0.with_origin(&v.app.config.allowed_origin), ""))
-            .await
-            .unwrap();
+        scope_of(&v.app, &v.work[0].0).await;
     }
     for v in &variants {
         v.trips.take();

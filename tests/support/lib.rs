@@ -77,6 +77,13 @@ pub async fn caller_in(user_id: &str, org_id: &str) -> Caller {
     Caller { user_id: user_id.into(), org_id: org_id.into(), token }
 }
 
+/// The caller's scope as the handlers get it: through authentication of their cookie
+/// (only auth can make a `UserScope`). Warms the auth cache where there is one.
+pub async fn scope_of(app: &App, caller: &Caller) -> knoq_shared::domain::UserScope {
+    let request = post("/", caller.with_origin(&app.config.allowed_origin), "");
+    app.auth.authenticate(&request).await.expect("a fresh cookie authenticates")
+}
+
 /// How a test request presents itself.
 #[derive(Debug, Clone, Default)]
 pub struct As<'a> {
