@@ -3,7 +3,7 @@
 use futures::future::join_all;
 use knoq_shared::clock::Instant;
 use knoq_shared::error::ApiError;
-use knoq_shared::rate_limit::{self, Limit, RouteLimits};
+use knoq_shared::rate_limit::{Limit, RouteLimits};
 use knoq_shared::routes::cancel;
 use knoq_tests::*;
 use serde_json::json;
@@ -24,7 +24,8 @@ async fn one_hundred_concurrent_requests_admit_exactly_thirty() {
     let scope = scope_of(&app, &new_caller().await).await;
     let now = Instant::from_epoch_millis(START_OF_HOUR_MS);
     let results =
-        join_all((0..100).map(|_| app.limiter.admit(&scope, &rate_limit::CANCEL, now))).await;
+        join_all((0..100).map(|_| app.limiter.admit(&scope, &app.config.rate_limits.cancel, now)))
+            .await;
     let admitted = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(admitted, 30);
     for refused in results.iter().filter_map(|r| r.as_ref().err()) {
@@ -33,7 +34,7 @@ async fn one_hundred_concurrent_requests_admit_exactly_thirty() {
     }
     // The next window starts from zero.
     let next = Instant::from_epoch_millis(START_OF_HOUR_MS + 60_000);
-    assert!(app.limiter.admit(&scope, &rate_limit::CANCEL, next).await.is_ok());
+    assert!(app.limiter.admit(&scope, &app.config.rate_limits.cancel, next).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -43,17 +44,17 @@ async fn limits_are_per_user() {
     let busy = scope_of(&app, &new_caller().await).await;
     let other = scope_of(&app, &new_caller().await).await;
     for _ in 0..30 {
-        app.limiter.admit(&busy, &rate_limit::CANCEL, now).await.unwrap();
+        app.limiter.admit(&busy, &app.config.rate_limits.cancel, now).await.unwrap();
     }
-    assert!(app.limiter.admit(&busy, &rate_limit::CANCEL, now).await.is_err());
-    assert!(app.limiter.admit(&other, &rate_limit::CANCEL, now).await.is_ok());
+    assert!(app.limiter.admit(&busy, &app.config.rate_limits.cancel, now).await.is_err());
+    assert!(app.limiter.admit(&other, &app.config.rate_limits.cancel, now).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn several_limits_hold_together_and_a_refusal_consumes_none() {
     let app = app().await;
     let scope = scope_of(&app, &new_caller().await).await;
-    let route = &rate_limit::CREATE_SESSION; // 10 a minute AND 20 an hour
+    let route = &app.config.rate_limits.create_session; // 10 a minute AND 20 an hour
     let minute = |m: i64| Instant::from_epoch_millis(START_OF_HOUR_MS + m * 60_000);
     let (app, scope_ref) = (&app, &scope);
     let burst = |now| join_all((0..15).map(move |_| app.limiter.admit(scope_ref, route, now)));
@@ -87,7 +88,7 @@ async fn counters_carry_a_ttl_past_their_window() {
     let tiny = RouteLimits {
         route: "probe",
         what: "probes",
-        limits: &[Limit { max: 1, window_secs: 60 }],
+        limits: vec![Limit { max: 1, window_secs: 60 }],
     };
     app.limiter.admit(&scope, &tiny, now).await.unwrap();
     let items = counters_of(scope.user_id()).await;

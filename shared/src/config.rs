@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::rate_limit::RateLimits;
+
 /// Why the configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -46,6 +48,8 @@ pub struct Config {
     pub cookie_name: String,
     /// How long a looked-up cookie stays cached in the container (zero disables the cache).
     pub auth_cache_ttl: Duration,
+    /// Per-user request limits of each route.
+    pub rate_limits: RateLimits,
 }
 
 /// Default session cookie name (`SESSION_COOKIE_NAME` overrides it).
@@ -88,6 +92,22 @@ impl Config {
                     reason: "must be a whole number of seconds from 0 to 300",
                 })?,
         };
+        let limit = |name: &'static str, default: u32| match lookup(name) {
+            None => Ok(default),
+            Some(raw) => {
+                raw.trim().parse::<u32>().ok().filter(|max| *max >= 1).ok_or(ConfigError::Invalid {
+                    name,
+                    value: raw,
+                    reason: "must be a whole number of at least 1",
+                })
+            }
+        };
+        let defaults = RateLimits::default();
+        let rate_limits = RateLimits::new(
+            limit("RATE_LIMIT_CANCEL_PER_MINUTE", defaults.cancel.limits[0].max)?,
+            limit("RATE_LIMIT_SESSIONS_PER_MINUTE", defaults.create_session.limits[0].max)?,
+            limit("RATE_LIMIT_SESSIONS_PER_HOUR", defaults.create_session.limits[1].max)?,
+        );
         Ok(Self {
             tables: Tables {
                 sessions: required("SESSIONS_TABLE")?,
@@ -101,6 +121,7 @@ impl Config {
                 .filter(|name| !name.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_string()),
             auth_cache_ttl,
+            rate_limits,
         })
     }
 }
@@ -131,6 +152,18 @@ mod tests {
         assert_eq!(config.tables.sessions, "s");
         assert_eq!(config.cookie_name, DEFAULT_COOKIE_NAME);
         assert_eq!(config.auth_cache_ttl, Duration::from_secs(5));
+        assert_eq!(config.rate_limits, RateLimits::default());
+    }
+
+    #[test]
+    fn rate_limits_can_be_configured_but_not_to_zero() {
+        let mut vars = complete();
+        vars.insert("RATE_LIMIT_SESSIONS_PER_HOUR", "50");
+        let limits = read(&vars).unwrap().rate_limits;
+        assert_eq!(limits, RateLimits::new(30, 10, 50));
+        vars.insert("RATE_LIMIT_CANCEL_PER_MINUTE", "0");
+        let err = read(&vars).unwrap_err();
+        assert!(err.to_string().contains("RATE_LIMIT_CANCEL_PER_MINUTE"), "{err}");
     }
 
     #[test]

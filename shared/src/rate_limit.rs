@@ -80,26 +80,52 @@ impl Window {
 }
 
 /// The limits of one route.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteLimits {
     /// The route's short name, part of the counter key.
     pub route: &'static str,
     /// What is counted, in words, for error messages.
     pub what: &'static str,
     /// Every limit that applies; all must admit the request.
-    pub limits: &'static [Limit],
+    pub limits: Vec<Limit>,
 }
 
-/// `POST /cancel`: 30 a minute per user.
-pub const CANCEL: RouteLimits =
-    RouteLimits { route: "cancel", what: "cancel requests", limits: &[Limit::per_minute(30)] };
+/// The limits of every rate-limited route (configurable; defaults are the contract's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    /// `POST /cancel`: 30 a minute per user by default.
+    pub cancel: RouteLimits,
+    /// `POST /session`: 10 a minute and 20 an hour per user by default.
+    pub create_session: RouteLimits,
+}
 
-/// `POST /session`: 10 a minute and 20 an hour per user.
-pub const CREATE_SESSION: RouteLimits = RouteLimits {
-    route: "create-session",
-    what: "new sessions",
-    limits: &[Limit::per_minute(10), Limit::per_hour(20)],
-};
+impl RateLimits {
+    /// The limits with these maxima.
+    pub fn new(cancel_per_minute: u32, sessions_per_minute: u32, sessions_per_hour: u32) -> Self {
+        Self {
+            cancel: RouteLimits {
+                route: "cancel",
+                what: "cancel requests",
+                limits: vec![Limit::per_minute(cancel_per_minute)],
+            },
+            create_session: RouteLimits {
+                route: "create-session",
+                what: "new sessions",
+                limits: vec![
+                    Limit::per_minute(sessions_per_minute),
+                    Limit::per_hour(sessions_per_hour),
+                ],
+            },
+        }
+    }
+}
+
+impl Default for RateLimits {
+    /// The contract's limits: 30 cancels a minute; 10 sessions a minute and 20 an hour.
+    fn default() -> Self {
+        Self::new(30, 10, 20)
+    }
+}
 
 /// How many times a transaction that lost a conflict with a concurrent one is retried.
 const TRANSACTION_CONFLICT_RETRIES: u32 = 5;
@@ -125,7 +151,7 @@ impl RateLimiter {
         route: &RouteLimits,
         now: Instant,
     ) -> Result<(), ApiError> {
-        match route.limits {
+        match route.limits.as_slice() {
             [] => Ok(()),
             [limit] => self.admit_one(scope, route, *limit, now).await,
             limits => self.admit_all(scope, route, limits, now).await,
@@ -279,16 +305,18 @@ mod tests {
     #[test]
     fn counter_keys_separate_routes_users_and_windows() {
         let scope = UserScope::from_auth_record("u1".into(), "o1".into());
+        let RateLimits { cancel, create_session } = RateLimits::default();
         let minute = Limit::per_minute(10);
         let window = minute.window_at(Instant::from_epoch_millis(120_000));
-        assert_eq!(counter_key(&scope, &CREATE_SESSION, minute, window), "create-session#u1#60#2");
-        assert_eq!(counter_key(&scope, &CANCEL, minute, window), "cancel#u1#60#2");
+        assert_eq!(counter_key(&scope, &create_session, minute, window), "create-session#u1#60#2");
+        assert_eq!(counter_key(&scope, &cancel, minute, window), "cancel#u1#60#2");
     }
 
     #[test]
     fn route_limits_match_the_contract() {
-        assert_eq!(CANCEL.limits, &[Limit { max: 30, window_secs: 60 }]);
-        assert_eq!(CREATE_SESSION.limits, &[Limit::per_minute(10), Limit::per_hour(20)]);
+        let limits = RateLimits::default();
+        assert_eq!(limits.cancel.limits, [Limit { max: 30, window_secs: 60 }]);
+        assert_eq!(limits.create_session.limits, [Limit::per_minute(10), Limit::per_hour(20)]);
         assert_eq!(Limit::per_hour(1).window_name(), "hour");
     }
 }

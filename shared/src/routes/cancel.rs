@@ -13,7 +13,6 @@ use crate::clock::Instant;
 use crate::domain::SessionId;
 use crate::error::ApiError;
 use crate::http::JsonObject;
-use crate::rate_limit;
 use crate::store::sessions::CancelOutcome;
 
 /// Handles one cancel request.
@@ -25,7 +24,7 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
     let scope = app.auth.authenticate(request).await?;
     app.auth.require_same_origin(request)?;
     let now = Instant::now();
-    app.limiter.admit(&scope, &rate_limit::CANCEL, now).await?;
+    app.limiter.admit(&scope, &app.config.rate_limits.cancel, now).await?;
     let body = JsonObject::from_request(request)?;
     let session_id = parse_session_id(&body)?;
     match app.sessions.cancel(&scope, &session_id, &request_id(request), now).await? {

@@ -14,7 +14,6 @@ use crate::clock::Instant;
 use crate::domain::{MessageText, SessionId, TextError};
 use crate::error::ApiError;
 use crate::http::JsonObject;
-use crate::rate_limit;
 
 /// Handles one create-session request.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
@@ -25,7 +24,7 @@ async fn create(app: &App, request: &Request) -> Result<Value, ApiError> {
     let scope = app.auth.authenticate(request).await?;
     app.auth.require_same_origin(request)?;
     let now = Instant::now();
-    app.limiter.admit(&scope, &rate_limit::CREATE_SESSION, now).await?;
+    app.limiter.admit(&scope, &app.config.rate_limits.create_session, now).await?;
     let text = parse_text(&JsonObject::from_request(request)?)?;
     let policy = app.organisations.policy(scope.org_id()).await?;
     if !policy.allows_new_sessions {
