@@ -17,6 +17,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use knoq_shared::App;
 use knoq_shared::clock::Instant;
 use knoq_shared::domain::{MessageText, SessionId};
+use knoq_shared::rate_limit::{Limit, RouteLimits};
 use knoq_shared::routes::cancel;
 use knoq_tests::*;
 use serde_json::json;
@@ -111,6 +112,15 @@ async fn main() {
     let sessions_table = config().tables.sessions;
     let bare_keys: Vec<String> = variants[0].work.iter().flat_map(|(_, ids)| ids.clone()).collect();
     let mut bare = Vec::new();
+    let mut conditional = Vec::new();
+    let mut counter = Vec::new();
+    let unlimited = RouteLimits {
+        route: "bench",
+        what: "benchmark requests",
+        limits: vec![Limit::per_minute(u32::MAX)],
+    };
+    let counter_app = app().await; // its own client, so the round-trip counts stay the cancels'
+    let counter_scope = scope_of(&counter_app, &variants[0].work[0].0).await;
 
     // Warm the connection pools of every client.
     for v in &variants {
@@ -148,6 +158,27 @@ async fn main() {
                 .await
                 .expect("bare UpdateItem");
             bare.push(t.elapsed());
+            // The same write with a condition of the cancel's shape: shows what the emulator
+            // charges for evaluating a condition, apart from anything the handler does.
+            let t = Mono::now();
+            bare_client
+                .update_item()
+                .table_name(&sessions_table)
+                .key("id", AttributeValue::S(bare_keys[user * CANCELS_PER_USER + i].clone()))
+                .update_expression("SET bench_touched_at = :now")
+                .condition_expression(
+                    "attribute_exists(id) AND user_id = :user AND attribute_not_exists(bench_never)",
+                )
+                .expression_attribute_values(":now", AttributeValue::S(Instant::now().rfc3339()))
+                .expression_attribute_values(":user", AttributeValue::S(variants[0].work[user].0.user_id.clone()))
+                .send()
+                .await
+                .expect("conditional UpdateItem");
+            conditional.push(t.elapsed());
+            // One rate-limit counter update, the cancel's first write.
+            let t = Mono::now();
+            counter_app.limiter.admit(&counter_scope, &unlimited, Instant::now()).await.unwrap();
+            counter.push(t.elapsed());
         }
     }
     let elapsed = started.elapsed();
@@ -171,6 +202,24 @@ async fn main() {
         ms(bare_median),
         ms(percentile(&mut bare, 0.9)),
         "1.00",
+        "1"
+    );
+    let conditional_median = median(&mut conditional);
+    println!(
+        "{:<28} {:>10.2} {:>10.2} {:>8.2} {:>12}",
+        "conditional UpdateItem",
+        ms(conditional_median),
+        ms(percentile(&mut conditional, 0.9)),
+        conditional_median.as_secs_f64() / bare_median.as_secs_f64(),
+        "1"
+    );
+    let counter_median = median(&mut counter);
+    println!(
+        "{:<28} {:>10.2} {:>10.2} {:>8.2} {:>12}",
+        "rate-limit counter update",
+        ms(counter_median),
+        ms(percentile(&mut counter, 0.9)),
+        counter_median.as_secs_f64() / bare_median.as_secs_f64(),
         "1"
     );
     for v in variants.iter_mut() {
