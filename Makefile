@@ -8,7 +8,7 @@ TOOLS := $(VENV)/.installed
 DEV_ENV := .local/dev.env
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: dev test bench token token-name lint fmt check-nextest
+.PHONY: dev test bench bench-workflow token token-name lint fmt check-nextest
 
 $(TOOLS): infra/local/requirements.txt
 	python3 -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(TOOLS) check-nextest lint
 ## bench: cancel latency against a bare UpdateItem on the same emulator
 bench: $(TOOLS)
 	infra/local/run.sh bench
+
+## bench-workflow: cancel -> status_terminated latency of real turns, against the poll interval
+bench-workflow: $(TOOLS)
+	infra/local/run.sh bench-workflow
 
 ## token: print a session cookie value for USER_ID in ORG_ID (needs `make dev` running)
 token:

@@ -202,16 +202,17 @@ async fn many_concurrent_cancels_of_one_session_make_exactly_one_first_cancel() 
         }
     }))
     .await;
-    let firsts = outcomes.iter().filter(|o| **o == CancelOutcome::Cancelled).count();
+    let firsts = outcomes.iter().filter(|o| matches!(o, CancelOutcome::Cancelled(_))).count();
     let already =
-        outcomes.iter().filter(|o| matches!(o, CancelOutcome::AlreadyCancelled { .. })).count();
+        outcomes.iter().filter(|o| matches!(o, CancelOutcome::AlreadyCancelled(_))).count();
     assert_eq!((firsts, already), (1, 119));
 
     let stored = session_item(&id).await.unwrap();
     let stamped = attr(&stored, "cancelled_at").unwrap().to_string();
     for outcome in &outcomes {
-        if let CancelOutcome::AlreadyCancelled { cancelled_at } = outcome {
-            assert_eq!(cancelled_at, &stamped, "every loser saw the winner's timestamp");
+        if let CancelOutcome::AlreadyCancelled(session) = outcome {
+            let seen = session.cancelled_at.as_deref();
+            assert_eq!(seen, Some(stamped.as_str()), "every loser saw the winner's timestamp");
         }
     }
 }

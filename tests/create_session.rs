@@ -3,8 +3,9 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
 use knoq_shared::clock::Instant;
-use knoq_shared::domain::{MessageText, SessionId};
+use knoq_shared::domain::{MessageText, RunId, SessionId};
 use knoq_shared::routes::create_session;
+use knoq_shared::workflow::TURN_TIMEOUT;
 use knoq_tests::*;
 use serde_json::{Value, json};
 
@@ -37,7 +38,8 @@ async fn creates_the_session_and_its_opening_event() {
     let (status, _, body) =
         create_as(&app, caller.with_origin(&origin), json!({ "text": text }).to_string()).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["runId"], Value::Null);
+    let run_id = body["runId"].as_str().expect("a run was started");
+    assert!(uuid::Uuid::try_parse(run_id).is_ok(), "{run_id}");
     assert_eq!(body["noConnectors"], true);
     assert_eq!(body.as_object().unwrap().len(), 3, "{body}");
     let id = body["id"].as_str().unwrap();
@@ -47,7 +49,8 @@ async fn creates_the_session_and_its_opening_event() {
     assert_eq!(attr(&session, "user_id"), Some(caller.user_id.as_str()));
     assert_eq!(attr(&session, "org_id"), Some(caller.org_id.as_str()));
     assert_eq!(attr(&session, "title").unwrap(), text.trim().chars().take(60).collect::<String>());
-    assert_eq!(attr(&session, "status"), Some("idle"));
+    assert_eq!(attr(&session, "status"), Some("running"));
+    assert_eq!(attr(&session, "active_run"), Some(run_id), "the session names its run");
     assert_eq!(attr(&session, "created_at"), attr(&session, "updated_at"));
     assert!(attr(&session, "cancelled_at").is_none());
 
@@ -149,11 +152,17 @@ async fn session_and_first_event_are_written_both_or_neither() {
     let scope = scope_of(&app, &caller).await;
     let id = SessionId::new();
     let text = MessageText::parse("first".into()).unwrap();
-    app.sessions.create(&scope, &id, &text, Instant::now()).await.unwrap();
+    let create = |text| {
+        let (app, scope, id) = (&app, &scope, &id);
+        async move {
+            app.sessions.create(scope, id, &text, &RunId::new(), TURN_TIMEOUT, Instant::now()).await
+        }
+    };
+    create(text).await.unwrap();
     // A second create with the same id fails on the session's condition; its event must not
     // be written either.
     let again = MessageText::parse("second".into()).unwrap();
-    assert!(app.sessions.create(&scope, &id, &again, Instant::now()).await.is_err());
+    assert!(create(again).await.is_err());
     let events = event_items(&id.as_string()).await;
     assert_eq!(events.len(), 1, "the failed transaction wrote no event");
     assert!(attr(&events[0], "payload").unwrap().contains("first"));
@@ -176,4 +185,29 @@ async fn at_most_ten_sessions_a_minute_per_user() {
         assert!((1..=60).contains(&secs));
     }
     assert_eq!(sessions_owned(&caller.user_id, &caller.org_id).await, 10);
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_start_is_502_and_leaves_the_session_idle_with_an_error_event() {
+    let mut config = config();
+    config.workflow.state_machine_arn =
+        Some("arn:aws:states:us-east-1:123456789012:stateMachine:no-such-machine".into());
+    let app = knoq_shared::App::new(config, &knoq_shared::app::load_sdk_config().await);
+    let caller = new_caller().await;
+    let origin = app.config.allowed_origin.clone();
+    let (status, _, body) = create_as(&app, caller.with_origin(&origin), r#"{"text":"hi"}"#).await;
+    assert_eq!(
+        (status, body),
+        (502, json!({ "error": "the agent could not be started; try again" }))
+    );
+
+    let owned = sessions_of(&caller.user_id, &caller.org_id).await;
+    assert_eq!(owned.len(), 1, "the session and its opening message stay");
+    let id = attr(&owned[0], "id").unwrap();
+    let session = session_item(id).await.unwrap();
+    assert_eq!(attr(&session, "status"), Some("idle"));
+    assert!(attr(&session, "active_run").is_none(), "no run holds the session");
+    let types: Vec<_> =
+        event_items(id).await.iter().map(|e| attr(e, "type").unwrap().to_owned()).collect();
+    assert_eq!(types, ["user_message", "error"]);
 }

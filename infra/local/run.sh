@@ -5,6 +5,9 @@
 #                              on :9000 with the real API paths; foreground, Ctrl-C stops all
 #   infra/local/run.sh test    emulator + functions on test ports, then every test
 #   infra/local/run.sh bench   emulator on the test port, then the benchmarks
+#   infra/local/run.sh bench-workflow
+#                              emulator + functions on test ports, then the turn workflow's
+#                              cancel-latency benchmark
 #
 # With AWS_ENDPOINT_URL set (LocalStack, say), test and bench start no emulator: they create
 # the template's tables there under a per-run prefix and run against it.
@@ -14,15 +17,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-MODE=${1:?usage: run.sh dev|test|bench}
+MODE=${1:?usage: run.sh dev|test|bench|bench-workflow}
 PY=$ROOT/.venv/bin/python
 export PATH="$ROOT/.venv/bin:$PATH"
 mkdir -p .local
 
 case "$MODE" in
   dev) EMU_PORT=${KNOQ_EMULATOR_PORT:-4566}; API_PORT=${KNOQ_API_PORT:-9000} ;;
-  test|bench) EMU_PORT=${KNOQ_EMULATOR_PORT:-4599}; API_PORT=${KNOQ_API_PORT:-9099} ;;
-  *) echo "usage: run.sh dev|test|bench" >&2; exit 2 ;;
+  test|bench|bench-workflow) EMU_PORT=${KNOQ_EMULATOR_PORT:-4599}; API_PORT=${KNOQ_API_PORT:-9099} ;;
+  *) echo "usage: run.sh dev|test|bench|bench-workflow" >&2; exit 2 ;;
 esac
 ENV_FILE=.local/$MODE.env
 ORIGIN=${KNOQ_ALLOWED_ORIGIN:-http://127.0.0.1:$API_PORT}
@@ -57,8 +60,11 @@ start_emulator() {
       --prefix "knoq-$MODE-$(date +%s)-" --env-file "$ENV_FILE" --allowed-origin "$ORIGIN"
     return 0
   fi
-  start "$PY" infra/local/stack.py serve --port "$EMU_PORT" --env-file "$ENV_FILE" \
-    --allowed-origin "$ORIGIN"
+  # The state machine's Lambda invokes go to `cargo lambda watch`, which serves the
+  # Lambda Invoke API on the API port.
+  AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$API_PORT" \
+    start "$PY" infra/local/stack.py serve --port "$EMU_PORT" --env-file "$ENV_FILE" \
+    --allowed-origin "$ORIGIN" "$@"
   for _ in $(seq 1 120); do
     [ -s "$ENV_FILE" ] && return 0
     kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "run.sh: the emulator exited" >&2; exit 1; }
@@ -67,16 +73,18 @@ start_emulator() {
   echo "run.sh: the emulator did not start within 60 s" >&2; exit 1
 }
 
+# Every running turn calls the checker once per poll interval, so it gets a few instances.
 start_functions() {
   start cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$API_PORT" \
-    --env-file "$ENV_FILE" --disable-cors "$@"
+    --env-file "$ENV_FILE" --disable-cors --concurrency "${KNOQ_FUNCTION_CONCURRENCY:-4}" "$@"
 }
 
 # A function under `cargo lambda watch` starts on its first request; wait until each route
 # answers with its own JSON (401 without a cookie) rather than an emulator error.
 wait_for_routes() {
   local deadline=$((SECONDS + 300)) route status
-  for route in "POST /api/managed-agents/cancel" "POST /api/managed-agents/session"; do
+  for route in "POST /api/managed-agents/cancel" "POST /api/managed-agents/session" \
+    "GET /api/managed-agents/transcript"; do
     while :; do
       status=$(curl -s -o /dev/null -w '%{http_code}' -X "${route% *}" \
         "http://127.0.0.1:$API_PORT${route#* }" || true)
@@ -108,7 +116,7 @@ MSG
     ;;
   test)
     cargo build --workspace --all-targets
-    start_emulator
+    start_emulator --fault-injection
     start_functions --ignore-changes
     wait_for_routes
     load_env
@@ -117,9 +125,19 @@ MSG
     cargo nextest run --workspace --no-fail-fast
     ;;
   bench)
-    cargo build --release -p knoq-tests --benches
+    cargo build --release -p knoq-tests --bench cancel
     start_emulator
     load_env
     cargo bench -p knoq-tests --bench cancel
+    ;;
+  bench-workflow)
+    cargo build --workspace --bins
+    cargo build --release -p knoq-tests --bench workflow
+    start_emulator
+    start_functions --ignore-changes
+    wait_for_routes
+    load_env
+    export KNOQ_API_URL="http://127.0.0.1:$API_PORT"
+    cargo bench -p knoq-tests --bench workflow
     ;;
 esac

@@ -6,14 +6,18 @@ from template.yaml.
 
 starts the emulator on 127.0.0.1:PORT (DynamoDB, and Step Functions able to execute state
 machines, whose Lambda invokes pass through over HTTP to AWS_ENDPOINT_URL_LAMBDA), creates
-every AWS::DynamoDB::Table of template.yaml, writes the functions' environment (the
-template's Globals, with !Ref resolved to the local table names) to --env-file, and runs in
-the foreground until SIGINT or SIGTERM.
+every AWS::DynamoDB::Table of template.yaml and every AWS::Serverless::StateMachine (from
+the very file its DefinitionUri names, with each function ARN substituted by the function's
+local name, which `cargo lambda watch` serves), writes the functions' environment (the
+template's Globals and every function's own Environment, with !Ref resolved to the local
+names) to --env-file, and runs in the foreground until SIGINT or SIGTERM.
 
     python infra/local/stack.py provision --endpoint http://localhost:4566 --env-file F
 
-creates the same tables on an emulator that is already running (LocalStack, say) and writes
-the environment for it.
+creates the same tables and state machines on an emulator that is already running
+(LocalStack, say) and writes the environment for it. The state machines there invoke
+functions by their local names, so runs only progress where those names resolve to the
+functions (the project's own emulator passes them to `cargo lambda watch`).
 
     python infra/local/stack.py check
 
@@ -23,6 +27,7 @@ parses the template and prints what `serve` would create, without starting anyth
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -33,6 +38,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 REGION = "us-east-1"
+LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/knoq-local-state-machine"
 
 
 class _TemplateLoader(yaml.SafeLoader):
@@ -96,24 +102,82 @@ def create_table_requests(template: dict, prefix: str) -> list[tuple[dict, dict 
     return requests
 
 
-def function_environment(template: dict, prefix: str, overrides: dict[str, str]) -> dict[str, str]:
-    """The Globals function environment with each !Ref resolved: a table to its local name,
-    a parameter to its default, unless `overrides` names the parameter."""
+def functions(template: dict) -> dict[str, dict]:
+    """Logical id -> resource of every AWS::Serverless::Function."""
+    return {
+        logical_id: resource
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::Function"
+    }
+
+
+def local_function_name(template: dict, logical_id: str) -> str:
+    """The name a function has locally: its binary, which `cargo lambda watch` serves."""
+    resource = functions(template).get(logical_id)
+    if resource is None:
+        raise SystemExit(f"template.yaml: {logical_id!r} is not an AWS::Serverless::Function")
+    return resource["Metadata"]["BuildProperties"]["Binary"]
+
+
+def state_machines(template: dict) -> dict[str, dict]:
+    """Logical id -> properties of every AWS::Serverless::StateMachine."""
+    return {
+        logical_id: resource.get("Properties", {})
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::Serverless::StateMachine"
+    }
+
+
+def state_machine_definition(template: dict, logical_id: str) -> str:
+    """The definition file the state machine's DefinitionUri names, with every
+    DefinitionSubstitutions entry replaced: a function's !GetAtt Arn by its local name."""
+    props = state_machines(template)[logical_id]
+    text = (ROOT / props["DefinitionUri"]).read_text(encoding="utf-8")
+    for key, value in props.get("DefinitionSubstitutions", {}).items():
+        if isinstance(value, dict) and "Fn::GetAtt" in value and value["Fn::GetAtt"][1] == "Arn":
+            value = local_function_name(template, value["Fn::GetAtt"][0])
+        elif not isinstance(value, str):
+            raise SystemExit(f"template.yaml: cannot substitute {key!r} locally: {value!r}")
+        text = text.replace("${" + key + "}", value)
+    leftover = re.search(r"\$\{[A-Za-z0-9]+\}", text)
+    if leftover:
+        raise SystemExit(f"{props['DefinitionUri']}: {leftover.group(0)} has no substitution")
+    return text
+
+
+def state_machine_arn(region: str, name: str) -> str:
+    """The ARN the emulator gives a state machine called `name`."""
+    return f"arn:aws:states:{region}:123456789012:stateMachine:{name}"
+
+
+def function_environment(
+    template: dict, prefix: str, overrides: dict[str, str], region: str = REGION
+) -> dict[str, str]:
+    """The environment of every function (Globals, plus each function's own Environment;
+    `cargo lambda watch` gives all functions one environment) with each !Ref resolved: a
+    table or state machine to its local name or ARN, a parameter to its default unless
+    `overrides` names it."""
     parameters = template.get("Parameters", {})
     table_ids = set(tables(template))
-    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    machine_ids = set(state_machines(template))
+    variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    for resource in functions(template).values():
+        own = resource.get("Properties", {}).get("Environment", {}).get("Variables", {})
+        variables.update(own)
     resolved = {}
     for key, value in variables.items():
         if isinstance(value, dict) and "Ref" in value:
             ref = value["Ref"]
             if ref in table_ids:
                 value = table_name(prefix, ref)
+            elif ref in machine_ids:
+                value = state_machine_arn(region, table_name(prefix, ref))
             elif ref in overrides:
                 value = overrides[ref]
             elif ref in parameters:
                 value = parameters[ref]["Default"]
             else:
-                raise SystemExit(f"template.yaml: Globals refers to unknown {ref!r}")
+                raise SystemExit(f"template.yaml: a function environment refers to unknown {ref!r}")
         resolved[key] = str(value)
     return resolved
 
@@ -135,13 +199,77 @@ def _serialise_dynamodb() -> None:
     DynamoHandler.call_action = call_action
 
 
+#: Parameters the local stack sets differently from the template's defaults: a cancel is
+#: seen within one second, as SPEC's local contract says.
+LOCAL_PARAMETERS = {"PollIntervalSeconds": "1", "ScriptedTurnSeconds": "8"}
+
+
+def _report_function_errors_as_aws_lambda_does(lambda_endpoint: str) -> None:
+    """A function error reaches a state machine differently here and in AWS. AWS Lambda
+    answers an Invoke whose function failed with 200, `X-Amz-Function-Error` and the error
+    JSON, and Step Functions names the failure after its `errorType`, which Retry and Catch
+    match. `cargo lambda watch` answers 500 with the same JSON, which the interpreter takes
+    for a Lambda service fault (and then crashes on a missing request id). So the
+    interpreter's Lambda call is replaced by a plain HTTP Invoke that turns a 5xx carrying an
+    `errorType` back into what AWS Lambda answers. Anything else that fails is reported as
+    AWS reports a Lambda service fault (`Lambda.ServiceException`)."""
+    import io
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from botocore.exceptions import ClientError
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    def service_fault(message: str, status: int) -> ClientError:
+        return ClientError(
+            {
+                "Error": {"Code": "ServiceException", "Message": message},
+                "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "local"},
+            },
+            "Invoke",
+        )
+
+    def invoke(parameters: dict, region: str, state_credentials) -> dict:
+        name = urllib.parse.quote(parameters["FunctionName"], safe="")
+        request = urllib.request.Request(
+            f"{lambda_endpoint}/2015-03-31/functions/{name}/invocations",
+            data=parameters.get("Payload") or b"{}",
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                body = response.read()
+            return {"StatusCode": 200, "Payload": lambda_eval_utils._from_payload(io.BytesIO(body))}
+        except urllib.error.HTTPError as error:
+            body = error.read()
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                payload = None
+            if error.code >= 500 and isinstance(payload, dict) and "errorType" in payload:
+                return {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": payload}
+            raise service_fault(f"HTTP {error.code}: {body[:200]!r}", error.code) from error
+        except OSError as error:
+            raise service_fault(str(error), 503) from error
+
+    lambda_eval_utils._invoke_lambda_function = invoke
+
+
 def provision(
-    endpoint: str, prefix: str, env_file: Path, allowed_origin: str, from_environment: bool
+    endpoint: str,
+    prefix: str,
+    env_file: Path,
+    allowed_origin: str,
+    from_environment: bool,
+    extra_environment: dict[str, str] | None = None,
 ) -> None:
-    """Creates every table of the template on `endpoint` (those that exist already are left
-    alone) and writes the functions' environment for that endpoint to `env_file`. Region and
-    credentials are the emulator's dummies unless `from_environment` takes them from the
-    standard AWS variables (an emulator this script did not start may want its own)."""
+    """Creates every table and state machine of the template on `endpoint` (tables that
+    exist already are left alone; state machines are updated) and writes the functions'
+    environment for that endpoint to `env_file`. Region and credentials are the emulator's
+    dummies unless `from_environment` takes them from the standard AWS variables (an
+    emulator this script did not start may want its own)."""
     import os
 
     import boto3
@@ -168,23 +296,52 @@ def provision(
         if ttl:
             dynamodb.update_time_to_live(**ttl)
 
+    sfn = boto3.client(
+        "stepfunctions",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+    )
+    existing_machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
+    machine_names = []
+    for logical_id in state_machines(template):
+        name = table_name(prefix, logical_id)
+        definition = state_machine_definition(template, logical_id)
+        if name in existing_machines:
+            sfn.update_state_machine(stateMachineArn=existing_machines[name], definition=definition)
+            arn = existing_machines[name]
+        else:
+            arn = sfn.create_state_machine(name=name, definition=definition, roleArn=LOCAL_ROLE_ARN)[
+                "stateMachineArn"
+            ]
+        if arn != state_machine_arn(region, name):
+            raise SystemExit(f"stack: the emulator named state machine {name} {arn}; expected the standard ARN")
+        machine_names.append(name)
+
     environment = {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
         "AWS_ACCESS_KEY_ID": access_key,
         "AWS_SECRET_ACCESS_KEY": secret_key,
-        **function_environment(template, prefix, {"AllowedOrigin": allowed_origin}),
+        **function_environment(
+            template, prefix, {**LOCAL_PARAMETERS, "AllowedOrigin": allowed_origin}, region
+        ),
+        **(extra_environment or {}),
     }
     env_file.parent.mkdir(parents=True, exist_ok=True)
     partial = env_file.with_suffix(".partial")
     partial.write_text("".join(f"{key}={value}\n" for key, value in environment.items()))
     partial.replace(env_file)  # readers never see a half-written file
     print(f"stack: tables on {endpoint}: " + ", ".join(c["TableName"] for c, _ in requests), flush=True)
+    print(f"stack: state machines: {', '.join(machine_names)}", flush=True)
     print(f"stack: function environment written to {env_file}", flush=True)
 
 
 def serve(args: argparse.Namespace) -> None:
+    import os
+
     from moto import mock_aws
     from moto.server import ThreadedMotoServer
 
@@ -204,7 +361,13 @@ def serve(args: argparse.Namespace) -> None:
     server.start()
     endpoint = f"http://127.0.0.1:{args.port}"
 
-    provision(endpoint, args.prefix, Path(args.env_file), args.allowed_origin, False)
+    lambda_endpoint = os.environ.get("AWS_ENDPOINT_URL_LAMBDA")
+    if lambda_endpoint:
+        _report_function_errors_as_aws_lambda_does(lambda_endpoint.rstrip("/"))
+    else:
+        print("stack: AWS_ENDPOINT_URL_LAMBDA is not set; state machine runs cannot reach the functions", flush=True)
+    extra = {"KNOQ_FAULT_INJECTION": "enabled"} if args.fault_injection else {}
+    provision(endpoint, args.prefix, Path(args.env_file), args.allowed_origin, False, extra)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -222,7 +385,10 @@ def check(_: argparse.Namespace) -> None:
     template = load_template()
     for create, ttl in create_table_requests(template, "local-"):
         print(create["TableName"], "ttl" if ttl else "")
-    for key, value in function_environment(template, "local-", {}).items():
+    for logical_id in state_machines(template):
+        print(f"state machine {logical_id}:")
+        print(state_machine_definition(template, logical_id))
+    for key, value in function_environment(template, "local-", LOCAL_PARAMETERS).items():
         print(f"{key}={value}")
 
 
@@ -235,6 +401,11 @@ def main() -> None:
     serve_parser.add_argument("--env-file", required=True)
     serve_parser.add_argument("--allowed-origin", default="http://127.0.0.1:9000")
     serve_parser.add_argument("--verbose", action="store_true", help="log every request")
+    serve_parser.add_argument(
+        "--fault-injection",
+        action="store_true",
+        help="let tests plant faults on sessions (KNOQ_FAULT_INJECTION=enabled); for `make test` only",
+    )
     serve_parser.set_defaults(run=serve)
     provision_parser = commands.add_parser(
         "provision", help="create the tables on an emulator that is already running (LocalStack)"

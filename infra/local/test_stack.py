@@ -3,9 +3,16 @@
 Run by `make test` (python -m unittest discover -s infra/local).
 """
 
+import copy
+import json
 import re
+import subprocess
+import sys
+import tempfile
 import unittest
 from pathlib import Path
+
+import yaml
 
 import stack
 
@@ -56,6 +63,105 @@ class TemplateTest(unittest.TestCase):
         broken = {**self.template, "Globals": {"Function": {"Environment": {"Variables": {"X": {"Ref": "Nope"}}}}}}
         with self.assertRaises(SystemExit):
             stack.function_environment(broken, "p-", {})
+
+
+class StateMachineTest(unittest.TestCase):
+    """The turn workflow's definition, exactly as template.yaml deploys it."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.template = stack.load_template()
+        cls.props = cls.template["Resources"]["TurnStateMachine"]["Properties"]
+        cls.definition = json.loads((stack.ROOT / cls.props["DefinitionUri"]).read_text())
+
+    def task_states(self, definition=None):
+        states = (definition or self.definition)["States"]
+        return {name: state for name, state in states.items() if state["Type"] == "Task"}
+
+    def test_every_function_the_definition_invokes_is_a_function_of_the_template(self):
+        invoked = set()
+        for name, state in self.task_states().items():
+            self.assertEqual(state["Resource"], "arn:aws:states:::lambda:invoke", name)
+            placeholder = re.fullmatch(r"\$\{(\w+)\}", state["Parameters"]["FunctionName"])
+            self.assertIsNotNone(placeholder, f"{name} must name its function through a substitution")
+            invoked.add(placeholder.group(1))
+        substitutions = self.props["DefinitionSubstitutions"]
+        self.assertEqual(invoked, set(substitutions), "every substitution is used, none is missing")
+        functions = stack.functions(self.template)
+        for key in invoked:
+            target = substitutions[key]["Fn::GetAtt"]
+            self.assertIn(target[0], functions, f"{key} names a function the template defines")
+            self.assertEqual(target[1], "Arn")
+        # ...and the role may invoke exactly those functions, nothing else.
+        statements = self.props["Policies"][0]["Statement"]
+        allowed = {json.dumps(s["Resource"]) for s in statements if "lambda:InvokeFunction" in s["Action"]}
+        self.assertEqual(allowed, {json.dumps(substitutions[key]) for key in invoked})
+
+    def test_the_loop_waits_polls_and_chooses_with_retries_catch_and_a_timeout(self):
+        states = self.definition["States"]
+        self.assertEqual(self.definition["StartAt"], "WaitForNextPoll")
+        self.assertEqual(states["WaitForNextPoll"]["Next"], "Poll")
+        self.assertEqual(states["Poll"]["Next"], "TurnGoesOn")
+        self.assertEqual(states["TurnGoesOn"]["Choices"][0]["Next"], "WaitForNextPoll")
+        self.assertTrue(states["Poll"]["Retry"])
+        self.assertEqual(states["Poll"]["Catch"][0]["Next"], "RecordFailure")
+        self.assertEqual(states["RecordFailure"]["Next"], "TurnFailed")
+        self.assertGreater(self.definition["TimeoutSeconds"], 0)
+        for name, state in states.items():
+            for target in [state.get("Next"), state.get("Default")] + [
+                c.get("Next") for c in state.get("Choices", []) + state.get("Catch", [])
+            ]:
+                if target is not None:
+                    self.assertIn(target, states, f"{name} goes to a state that exists")
+
+    def test_local_definition_substitutes_the_local_function_name(self):
+        local = json.loads(stack.state_machine_definition(self.template, "TurnStateMachine"))
+        for state in self.task_states(local).values():
+            self.assertEqual(state["Parameters"]["FunctionName"], "checker")
+
+    def cfn_lint_with_definition(self, definition) -> subprocess.CompletedProcess:
+        """cfn-lint reads neither a DefinitionUri file nor (after the SAM transform) an
+        inlined definition, so lint the definition as the AWS::StepFunctions::StateMachine
+        the transform produces: the same states, the same substitution keys."""
+        substitutions = {
+            key: f"arn:aws:lambda:us-east-1:123456789012:function:{key}"
+            for key in self.props["DefinitionSubstitutions"]
+        }
+        machine = {
+            "AWSTemplateFormatVersion": "2010-09-09",
+            "Resources": {
+                "TurnStateMachine": {
+                    "Type": "AWS::StepFunctions::StateMachine",
+                    "Properties": {
+                        "RoleArn": "arn:aws:iam::123456789012:role/turn",
+                        "StateMachineType": self.props["Type"],
+                        "Definition": definition,
+                        "DefinitionSubstitutions": substitutions,
+                    },
+                }
+            },
+        }
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as out:
+            yaml.safe_dump(machine, out)
+        try:
+            return subprocess.run(
+                [str(Path(sys.executable).parent / "cfn-lint"), out.name],
+                capture_output=True,
+                text=True,
+            )
+        finally:
+            Path(out.name).unlink()
+
+    def test_the_definition_passes_cfn_lint(self):
+        result = self.cfn_lint_with_definition(self.definition)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_cfn_lint_does_check_the_definition(self):
+        broken = copy.deepcopy(self.definition)
+        broken["States"]["WaitForNextPoll"]["Type"] = "Snooze"
+        result = self.cfn_lint_with_definition(broken)
+        self.assertNotEqual(result.returncode, 0, "a broken definition must fail the lint")
+        self.assertIn("Snooze", result.stdout, result.stdout + result.stderr)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::rate_limit::RateLimiter;
 use crate::store::auth_sessions::AuthSessionStore;
+use crate::store::events::EventStore;
 use crate::store::organisations::OrganisationStore;
 use crate::store::sessions::SessionStore;
+use crate::workflow::WorkflowStarter;
 
 /// Configuration and clients, built once per Lambda container and shared by every request.
 #[derive(Debug)]
@@ -22,8 +24,12 @@ pub struct App {
     pub auth: Authenticator,
     /// Per-user request counters.
     pub limiter: RateLimiter,
-    /// Sessions and transcript events.
+    /// Sessions, and every append to their transcripts.
     pub sessions: SessionStore,
+    /// Transcript reads.
+    pub events: EventStore,
+    /// Starts runs of the turn workflow.
+    pub workflow: WorkflowStarter,
     /// Organisation plans and connectors.
     pub organisations: OrganisationStore,
 }
@@ -43,14 +49,16 @@ impl App {
 
     /// Builds the state from a configuration and an SDK configuration.
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {
-        Self::with_dynamodb(config, DynamoDbClient::new(sdk))
+        Self::with_dynamodb(config, sdk, DynamoDbClient::new(sdk))
     }
 
     /// Builds the state around an existing DynamoDB client (benchmarks pass one that
-    /// counts its requests).
-    pub fn with_dynamodb(config: Config, dynamodb: DynamoDbClient) -> Self {
+    /// counts its requests); the other clients come from `sdk`.
+    pub fn with_dynamodb(config: Config, sdk: &SdkConfig, dynamodb: DynamoDbClient) -> Self {
         let tables = &config.tables;
         Self {
+            events: EventStore::new(dynamodb.clone(), tables.events.clone()),
+            workflow: WorkflowStarter::new(aws_sdk_sfn::Client::new(sdk), config.workflow.clone()),
             auth: Authenticator::new(
                 AuthSessionStore::new(dynamodb.clone(), tables.auth_sessions.clone()),
                 &config,

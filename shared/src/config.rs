@@ -50,7 +50,32 @@ pub struct Config {
     pub auth_cache_ttl: Duration,
     /// Per-user request limits of each route.
     pub rate_limits: RateLimits,
+    /// How turns run in the background.
+    pub workflow: WorkflowConfig,
 }
+
+/// How the turn workflow runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowConfig {
+    /// The turn state machine (`TURN_STATE_MACHINE_ARN`). Only the functions that start
+    /// runs have it: the state machine invokes the checker, so the checker cannot also
+    /// refer to the state machine without a dependency cycle in the template.
+    pub state_machine_arn: Option<String>,
+    /// Seconds between two polls of a run (`POLL_INTERVAL_SECS`, 1 to 5): the longest a
+    /// cancel waits to be seen.
+    pub poll_interval_secs: u64,
+    /// The shortest a scripted turn lasts (`SCRIPTED_TURN_SECS`), so it can be cancelled
+    /// mid-flight by hand.
+    pub scripted_turn: Duration,
+    /// Whether the checker honours faults a test plants on a session
+    /// (`KNOQ_FAULT_INJECTION=enabled`). Never set by the template.
+    pub fault_injection: bool,
+}
+
+/// Default poll interval in seconds (`POLL_INTERVAL_SECS` overrides it).
+pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 2;
+/// Default shortest scripted turn in seconds (`SCRIPTED_TURN_SECS` overrides it).
+pub const DEFAULT_SCRIPTED_TURN_SECS: u64 = 8;
 
 /// Default session cookie name (`SESSION_COOKIE_NAME` overrides it).
 pub const DEFAULT_COOKIE_NAME: &str = "knoq_session";
@@ -102,6 +127,32 @@ impl Config {
                 })
             }
         };
+        let seconds =
+            |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| match lookup(
+                name,
+            ) {
+                None => Ok(default),
+                Some(raw) => {
+                    raw.trim().parse::<u64>().ok().filter(|secs| range.contains(secs)).ok_or(
+                        ConfigError::Invalid {
+                            name,
+                            value: raw,
+                            reason: "must be a whole number of seconds within the allowed range",
+                        },
+                    )
+                }
+            };
+        let workflow = WorkflowConfig {
+            state_machine_arn: lookup("TURN_STATE_MACHINE_ARN")
+                .filter(|arn| !arn.trim().is_empty()),
+            poll_interval_secs: seconds("POLL_INTERVAL_SECS", DEFAULT_POLL_INTERVAL_SECS, 1..=5)?,
+            scripted_turn: Duration::from_secs(seconds(
+                "SCRIPTED_TURN_SECS",
+                DEFAULT_SCRIPTED_TURN_SECS,
+                0..=600,
+            )?),
+            fault_injection: lookup("KNOQ_FAULT_INJECTION").as_deref() == Some("enabled"),
+        };
         let defaults = RateLimits::default();
         let rate_limits = RateLimits::new(
             limit("RATE_LIMIT_CANCEL_PER_MINUTE", defaults.cancel.limits[0].max)?,
@@ -122,6 +173,7 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_COOKIE_NAME.to_string()),
             auth_cache_ttl,
             rate_limits,
+            workflow,
         })
     }
 }
@@ -164,6 +216,22 @@ mod tests {
         vars.insert("RATE_LIMIT_CANCEL_PER_MINUTE", "0");
         let err = read(&vars).unwrap_err();
         assert!(err.to_string().contains("RATE_LIMIT_CANCEL_PER_MINUTE"), "{err}");
+    }
+
+    #[test]
+    fn poll_interval_is_one_to_five_seconds() {
+        let mut vars = complete();
+        let workflow = read(&vars).unwrap().workflow;
+        assert_eq!(workflow.poll_interval_secs, DEFAULT_POLL_INTERVAL_SECS);
+        assert_eq!(workflow.state_machine_arn, None);
+        assert!(!workflow.fault_injection);
+        vars.insert("POLL_INTERVAL_SECS", "1");
+        assert_eq!(read(&vars).unwrap().workflow.poll_interval_secs, 1);
+        for bad in ["0", "6", "1.5"] {
+            vars.insert("POLL_INTERVAL_SECS", bad);
+            let err = read(&vars).unwrap_err();
+            assert!(err.to_string().contains("POLL_INTERVAL_SECS"), "{err}");
+        }
     }
 
     #[test]

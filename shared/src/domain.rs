@@ -124,6 +124,44 @@ impl EventId {
         Self(Uuid::now_v7().hyphenated().to_string())
     }
 
+    /// A fresh id that sorts after `previous`, even when `previous` was made on a host whose
+    /// clock runs ahead of this one: then the id takes `previous`'s millisecond plus one.
+    /// The store refuses an event whose id does not sort after the session's last one, so a
+    /// transcript's key order is always the order its events were written in.
+    pub fn after(previous: &EventId) -> Self {
+        let fresh = Self::new();
+        if fresh > *previous {
+            return fresh;
+        }
+        let millis = previous.unix_millis().unwrap_or(0) + 1;
+        let timestamp = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            millis / 1000,
+            ((millis % 1000) * 1_000_000) as u32,
+        );
+        Self(Uuid::new_v7(timestamp).hyphenated().to_string())
+    }
+
+    /// Parses a client-supplied event id (a transcript cursor): the 36-character hyphenated
+    /// UUID form, kept lowercase so that it compares with stored ids.
+    pub fn parse(raw: &str) -> Option<Self> {
+        if raw.len() != 36 {
+            return None;
+        }
+        Uuid::try_parse(raw).ok().map(|uuid| Self(uuid.hyphenated().to_string()))
+    }
+
+    /// An id read back from the store, trusted as written.
+    pub(crate) fn from_stored(raw: String) -> Self {
+        Self(raw)
+    }
+
+    /// The Unix milliseconds a v7 id carries.
+    fn unix_millis(&self) -> Option<u64> {
+        let (secs, nanos) = Uuid::try_parse(&self.0).ok()?.get_timestamp()?.to_unix();
+        Some(secs * 1000 + u64::from(nanos) / 1_000_000)
+    }
+
     /// The id as stored and answered.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -133,6 +171,40 @@ impl EventId {
 impl Default for EventId {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The id of one run of the turn workflow: the Step Functions execution's name, answered as
+/// `runId` / `workflowRunId`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunId(String);
+
+impl RunId {
+    /// A fresh id for a run about to start.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4().hyphenated().to_string())
+    }
+
+    /// An id read back from the store or from the workflow's input.
+    pub fn from_stored(raw: String) -> Self {
+        Self(raw)
+    }
+
+    /// The id as stored and answered.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -215,6 +287,33 @@ mod tests {
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn event_id_after_sorts_after_an_id_from_a_clock_ahead_of_ours() {
+        let future = EventId(
+            Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 4_000_000_000, 0))
+                .hyphenated()
+                .to_string(),
+        );
+        for _ in 0..100 {
+            let next = EventId::after(&future);
+            assert!(next > future, "{next:?} must sort after {future:?}");
+            assert_eq!(next.unix_millis(), Some(4_000_000_000_001));
+        }
+        let past = EventId::new();
+        assert!(EventId::after(&past) > past);
+    }
+
+    #[test]
+    fn event_id_cursor_parses_only_hyphenated_uuids_and_lowercases() {
+        let id = EventId::parse("0193A7C2-5E1F-7ABC-8DEF-0123456789AB").unwrap();
+        assert_eq!(id.as_str(), "0193a7c2-5e1f-7abc-8def-0123456789ab");
+        for raw in
+            ["", "1", "0193a7c25e1f7abc8def0123456789ab", "zz93a7c2-5e1f-7abc-8def-0123456789ab"]
+        {
+            assert!(EventId::parse(raw).is_none(), "{raw:?}");
+        }
     }
 
     #[test]

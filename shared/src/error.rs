@@ -45,6 +45,9 @@ pub enum ApiError {
         /// Whole seconds until the window ends, at least 1.
         retry_after_secs: u64,
     },
+    /// The turn workflow could not be started (Step Functions refused or is unreachable).
+    #[error("the agent could not be started; try again")]
+    WorkflowUnavailable,
     /// Storage failed; the detail is logged, never answered.
     #[error("internal error")]
     Store(#[from] StoreError),
@@ -60,6 +63,7 @@ impl ApiError {
             Self::SessionNotFound => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::WorkflowUnavailable => StatusCode::BAD_GATEWAY,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +102,7 @@ mod tests {
             (ApiError::BadRequest("sessionId is required".into()), 400),
             (ApiError::SessionNotFound, 404),
             (ApiError::PayloadTooLarge { limit: 10 }, 413),
+            (ApiError::WorkflowUnavailable, 502),
             (ApiError::Store(StoreError::Corrupt("x".into())), 500),
         ];
         for (error, status) in cases {

@@ -1,6 +1,6 @@
 //! Small HTTP helpers for handlers: JSON bodies in and out, headers, query parameters.
 
-use lambda_http::{Body, Request, Response, http::StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
@@ -58,6 +58,18 @@ impl JsonObject {
             Some(Value::String(value)) => Ok(value.clone()),
             Some(_) => Err(ApiError::BadRequest(format!("{name} must be a string"))),
         }
+    }
+}
+
+/// A query-string parameter, absent or present (possibly empty). A repeated parameter is
+/// refused rather than one of its values picked silently.
+pub fn query_param(request: &Request, name: &str) -> Result<Option<String>, ApiError> {
+    let parameters = request.query_string_parameters_ref();
+    let values = parameters.and_then(|map| map.all(name)).unwrap_or_default();
+    match values.as_slice() {
+        [] => Ok(None),
+        [value] => Ok(Some((*value).to_owned())),
+        _ => Err(ApiError::BadRequest(format!("{name} must be given once"))),
     }
 }
 

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod clock;
@@ -19,6 +20,8 @@ pub mod rate_limit;
 pub mod routes;
 pub mod store;
 pub mod telemetry;
+pub mod turn;
+pub mod workflow;
 
 pub use app::App;
 pub use config::Config;

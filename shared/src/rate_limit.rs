@@ -10,14 +10,13 @@
 //! counters in one transaction: a request refused by one limit consumes none of the others.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 
 use crate::clock::Instant;
 use crate::domain::UserScope;
 use crate::error::ApiError;
-use crate::store::{StoreError, n, s};
+use crate::store::{StoreError, Transaction, n, s, transact};
 
 /// At most `max` requests per window of `window_secs` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,9 +126,6 @@ impl Default for RateLimits {
     }
 }
 
-/// How many times a transaction that lost a conflict with a concurrent one is retried.
-const TRANSACTION_CONFLICT_RETRIES: u32 = 5;
-
 /// Counts requests against [`RouteLimits`] in the rate-limits table.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
@@ -224,38 +220,9 @@ impl RateLimiter {
                     .build()
             })
             .collect();
-        let mut attempt = 0;
-        loop {
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => return Ok(()),
-                Err(error) => error,
-            };
-            let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-                error.as_service_error()
-            else {
-                return Err(StoreError::sdk("TransactWriteItems", error).into());
-            };
-            let codes: Vec<&str> = cancelled
-                .cancellation_reasons()
-                .iter()
-                .map(|reason| reason.code().unwrap_or("None"))
-                .collect();
-            if let Some(position) = codes.iter().position(|code| *code == "ConditionalCheckFailed")
-            {
-                return Err(refused(route, limits[position], now));
-            }
-            if codes.contains(&"TransactionConflict") && attempt < TRANSACTION_CONFLICT_RETRIES {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(10 * u64::from(attempt))).await;
-                continue;
-            }
-            return Err(StoreError::sdk("TransactWriteItems", error).into());
+        match transact(&self.client, items).await? {
+            Transaction::Committed => Ok(()),
+            Transaction::ConditionFailed(index) => Err(refused(route, limits[index], now)),
         }
     }
 }

@@ -16,9 +16,10 @@ use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use knoq_shared::App;
 use knoq_shared::clock::Instant;
-use knoq_shared::domain::{MessageText, SessionId};
+use knoq_shared::domain::{MessageText, RunId, SessionId};
 use knoq_shared::rate_limit::{Limit, RouteLimits};
 use knoq_shared::routes::cancel;
+use knoq_shared::workflow::TURN_TIMEOUT;
 use knoq_tests::*;
 use serde_json::json;
 
@@ -71,7 +72,7 @@ async fn variant(name: &'static str, auth_cache_ttl: Duration) -> Variant {
     );
     let mut config = config();
     config.auth_cache_ttl = auth_cache_ttl;
-    let app = App::with_dynamodb(config, client);
+    let app = App::with_dynamodb(config, &sdk, client);
     let mut work = Vec::new();
     for _ in 0..USERS {
         let caller = new_caller().await;
@@ -80,7 +81,10 @@ async fn variant(name: &'static str, auth_cache_ttl: Duration) -> Variant {
         for _ in 0..CANCELS_PER_USER {
             let id = SessionId::new();
             let text = MessageText::parse("benchmark session".into()).unwrap();
-            app.sessions.create(&scope, &id, &text, Instant::now()).await.unwrap();
+            app.sessions
+                .create(&scope, &id, &text, &RunId::new(), TURN_TIMEOUT, Instant::now())
+                .await
+                .unwrap();
             ids.push(id.as_string());
         }
         work.push((caller, ids));

@@ -4,6 +4,8 @@
 //! and sessions with fresh UUIDs, so tests share one emulator without seeing each other.
 
 use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -113,6 +115,22 @@ pub fn post(path: &str, who: As<'_>, body: impl Into<String>) -> Request {
     builder.body(Body::Text(body.into())).expect("valid request")
 }
 
+/// An in-process GET request with query parameters (repeats allowed), as lambda_http hands
+/// it to a handler.
+pub fn get(path: &str, who: As<'_>, query: &[(&str, &str)]) -> Request {
+    use lambda_http::RequestExt;
+    let config = config();
+    let mut builder = lambda_http::http::Request::builder().method("GET").uri(path);
+    if let Some(token) = who.token {
+        builder = builder.header("cookie", format!("{}={token}", config.cookie_name));
+    }
+    let mut parameters: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in query {
+        parameters.entry(name.to_string()).or_default().push(value.to_string());
+    }
+    builder.body(Body::Empty).expect("valid request").with_query_string_parameters(parameters)
+}
+
 /// Status, `Retry-After` (if any) and JSON body of a handler response.
 pub fn read(response: Response<Body>) -> (u16, Option<String>, Value) {
     let status = response.status().as_u16();
@@ -155,6 +173,11 @@ pub async fn event_items(session_id: &str) -> Vec<Item> {
 
 /// How many sessions the owner index holds for a user in an organisation.
 pub async fn sessions_owned(user_id: &str, org_id: &str) -> usize {
+    sessions_of(user_id, org_id).await.len()
+}
+
+/// The session items the owner index holds for a user in an organisation.
+pub async fn sessions_of(user_id: &str, org_id: &str) -> Vec<Item> {
     dynamodb()
         .await
         .query()
@@ -168,7 +191,6 @@ pub async fn sessions_owned(user_id: &str, org_id: &str) -> usize {
         .expect("Query by_owner")
         .items
         .unwrap_or_default()
-        .len()
 }
 
 /// Every rate-limit counter of a user (a scan with a filter: fine on a test table).
@@ -197,5 +219,161 @@ pub async fn with_window_room(secs: u64) {
     let into_minute = (Instant::now().epoch_millis() % 60_000) as u64;
     if 60_000 - into_minute < secs * 1000 {
         tokio::time::sleep(std::time::Duration::from_millis(60_000 - into_minute + 200)).await;
+    }
+}
+
+/// The URL of an API route on the local stack `make test` started.
+pub fn api_url(path: &str) -> String {
+    let base = std::env::var("KNOQ_API_URL").expect("KNOQ_API_URL: run through `make test`");
+    format!("{base}/api/managed-agents/{path}")
+}
+
+/// A cookie from the operator command (`knoq-admin issue-token`), as `make token` prints it.
+pub fn operator_token(user_id: &str, org_id: &str) -> String {
+    let bin = std::env::var("KNOQ_ADMIN_BIN").expect("KNOQ_ADMIN_BIN: run through `make test`");
+    let output = Command::new(bin)
+        .args(["issue-token", "--user", user_id, "--org", org_id])
+        .output()
+        .expect("run knoq-admin");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout:?}");
+    stdout.trim().to_string()
+}
+
+/// A client of the API over real HTTP (`cargo lambda watch` on the local stack).
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    cookie: Option<String>,
+    /// The `Origin` sent with POSTs; the allowed one unless a test changes it.
+    pub origin: Option<String>,
+}
+
+/// Status, `Retry-After` and JSON body of an HTTP answer.
+pub type Answer = (reqwest::StatusCode, Option<String>, Value);
+
+impl ApiClient {
+    /// A client sending `token` as the session cookie (none: no cookie).
+    pub fn new(token: Option<&str>) -> Self {
+        let config = config();
+        Self {
+            http: reqwest::Client::new(),
+            cookie: token.map(|t| format!("{}={t}", config.cookie_name)),
+            origin: Some(config.allowed_origin),
+        }
+    }
+
+    /// A client for a new user in a new organisation.
+    pub async fn for_new_caller() -> Self {
+        Self::new(Some(&new_caller().await.token))
+    }
+
+    async fn send(&self, mut request: reqwest::RequestBuilder) -> Answer {
+        if let Some(cookie) = &self.cookie {
+            request = request.header("cookie", cookie);
+        }
+        let response = request.send().await.expect("the local API answers");
+        let status = response.status();
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let retry_after =
+            response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+        (status, retry_after, response.json().await.expect("a JSON body"))
+    }
+
+    /// POSTs `body` to the route `path`, with the client's Origin.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Answer {
+        let mut request = self.http.post(api_url(path)).body(body);
+        if let Some(origin) = &self.origin {
+            request = request.header("origin", origin);
+        }
+        self.send(request).await
+    }
+
+    /// GETs the route `path` with query parameters.
+    pub async fn get(&self, path: &str, query: &[(&str, &str)]) -> Answer {
+        self.send(self.http.get(api_url(path)).query(query)).await
+    }
+
+    /// Creates a session; its id and run id.
+    pub async fn create(&self, text: &str) -> (String, String) {
+        let (status, _, body) =
+            self.post("session", serde_json::json!({ "text": text }).to_string()).await;
+        assert_eq!(status, 200, "{body}");
+        (body["id"].as_str().unwrap().to_string(), body["runId"].as_str().unwrap().to_string())
+    }
+
+    /// Cancels a session; the answer's body (status 200 asserted).
+    pub async fn cancel(&self, id: &str) -> Value {
+        let (status, _, body) =
+            self.post("cancel", serde_json::json!({ "sessionId": id }).to_string()).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The whole transcript answer (first page), status 200 asserted.
+    pub async fn transcript(&self, id: &str) -> Value {
+        let (status, _, body) = self.get("transcript", &[("sessionId", id)]).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Polls the transcript every `every` until `done` holds for it or `within` passes.
+    pub async fn transcript_until(
+        &self,
+        id: &str,
+        every: Duration,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let transcript = self.transcript(id).await;
+            if done(&transcript) {
+                return transcript;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "transcript of {id} did not get there within {within:?}: {transcript}"
+            );
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+/// The `type` of every event of a transcript answer, in order.
+pub fn event_types(transcript: &Value) -> Vec<String> {
+    transcript["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| event["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// How many events of `kind` a transcript answer holds.
+pub fn count_of(transcript: &Value, kind: &str) -> usize {
+    event_types(transcript).iter().filter(|t| *t == kind).count()
+}
+
+/// The status of the turn workflow's execution for `run_id` (`RUNNING`, `SUCCEEDED`,
+/// `FAILED`, ...), read from the emulator's Step Functions.
+pub async fn execution_status(run_id: &str) -> String {
+    let machine = config().workflow.state_machine_arn.expect("TURN_STATE_MACHINE_ARN is set");
+    let execution = format!("{}:{run_id}", machine.replacen(":stateMachine:", ":execution:", 1));
+    let sfn = aws_sdk_sfn::Client::new(&knoq_shared::app::load_sdk_config().await);
+    let output = sfn.describe_execution().execution_arn(execution).send().await.expect("describe");
+    output.status().as_str().to_string()
+}
+
+/// Waits until the execution for `run_id` has ended; its final status.
+pub async fn execution_end(run_id: &str, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let status = execution_status(run_id).await;
+        if status != "RUNNING" || std::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

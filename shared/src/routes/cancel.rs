@@ -3,17 +3,23 @@
 //! Order of checks: session cookie (401) → Origin (403) → rate limit (429; every
 //! authenticated request counts, including those that end in 400 or 404, so the limit also
 //! caps id probing) → body (413/400) → one conditional `UpdateItem` (404 or 200).
+//!
+//! Who writes the session's one `status_terminated` event: the run, at its next poll, when
+//! one is in flight; this function when none is (idle, never started, or dead past its
+//! timeout), right after the stamp. The store's guard makes a second one impossible, so
+//! a cancel racing the end of a turn ends with exactly one either way. An
+//! `alreadyCancelled` answer also finishes a termination an earlier failed request left out.
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-use super::{request_id, respond};
+use super::{request_id, respond, session_id_from};
 use crate::app::App;
 use crate::clock::Instant;
 use crate::domain::SessionId;
 use crate::error::ApiError;
 use crate::http::JsonObject;
-use crate::store::sessions::CancelOutcome;
+use crate::store::sessions::{CancelOutcome, SessionRecord};
 
 /// Handles one cancel request.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
@@ -28,22 +34,32 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
     let body = JsonObject::from_request(request)?;
     let session_id = parse_session_id(&body)?;
     match app.sessions.cancel(&scope, &session_id, &request_id(request), now).await? {
-        CancelOutcome::Cancelled => {
+        CancelOutcome::Cancelled(session) => {
             tracing::info!(session_id = %session_id, "session cancelled");
+            end_unless_a_run_will(app, &session, now).await?;
             Ok(json!({ "ok": true }))
         }
-        CancelOutcome::AlreadyCancelled { .. } => {
+        CancelOutcome::AlreadyCancelled(session) => {
+            end_unless_a_run_will(app, &session, now).await?;
             Ok(json!({ "ok": true, "alreadyCancelled": true }))
         }
         CancelOutcome::NotFound => Err(ApiError::SessionNotFound),
     }
 }
 
+/// Writes `status_terminated` for a cancelled session that no live run will end.
+async fn end_unless_a_run_will(
+    app: &App,
+    session: &SessionRecord,
+    now: Instant,
+) -> Result<(), ApiError> {
+    if session.terminated_at.is_none() && session.live_run(now).is_none() {
+        app.sessions.terminate(session, "cancelled", now).await?;
+    }
+    Ok(())
+}
+
 /// The `sessionId` field as a [`SessionId`], with an error that names the field.
 pub fn parse_session_id(body: &JsonObject) -> Result<SessionId, ApiError> {
-    let raw = body.required_string("sessionId")?;
-    if raw.is_empty() {
-        return Err(ApiError::BadRequest("sessionId must not be empty".into()));
-    }
-    SessionId::parse(&raw).ok_or_else(|| ApiError::BadRequest("sessionId must be a UUID".into()))
+    session_id_from(&body.required_string("sessionId")?)
 }

@@ -2,18 +2,20 @@
 //!
 //! Order of checks: session cookie (401) → Origin (403) → rate limits, 10 a minute and 20 an
 //! hour (429) → body (413/400) → organisation plan (403) → one transaction writing the
-//! session and its first `user_message` event. Until the turn workflow exists, no run is
-//! started: `runId` is `null` and the session is `idle`.
+//! session, already naming its first run as active, and its first `user_message` event →
+//! the run's execution, whose name is the `runId` answered. If Step Functions cannot start
+//! it, the run is ended with an `error` event and the answer is 502: the session stays, idle.
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-use super::respond;
+use super::{respond, start_run};
 use crate::app::App;
 use crate::clock::Instant;
-use crate::domain::{MessageText, SessionId, TextError};
+use crate::domain::{MessageText, RunId, SessionId, TextError};
 use crate::error::ApiError;
 use crate::http::JsonObject;
+use crate::workflow::TURN_TIMEOUT;
 
 /// Handles one create-session request.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
@@ -31,9 +33,15 @@ async fn create(app: &App, request: &Request) -> Result<Value, ApiError> {
         return Err(ApiError::PlanForbids("your organisation's plan does not allow new sessions"));
     }
     let id = SessionId::new();
-    app.sessions.create(&scope, &id, &text, now).await?;
-    tracing::info!(session_id = %id, "session created");
-    Ok(json!({ "id": id.as_string(), "runId": null, "noConnectors": !policy.has_connectors }))
+    let run = RunId::new();
+    app.sessions.create(&scope, &id, &text, &run, TURN_TIMEOUT, now).await?;
+    tracing::info!(session_id = %id, run_id = %run, "session created");
+    start_run(app, &id, &run).await?;
+    Ok(json!({
+        "id": id.as_string(),
+        "runId": run.as_str(),
+        "noConnectors": !policy.has_connectors,
+    }))
 }
 
 /// The `text` field as a [`MessageText`], with an error that names the field.

@@ -5,13 +5,18 @@
 //! holds across every container at once.
 
 pub mod auth_sessions;
+pub mod events;
 pub mod organisations;
 pub mod sessions;
 
 use std::collections::HashMap;
 
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 
 /// A DynamoDB item as the SDK hands it over.
 pub type Item = HashMap<String, AttributeValue>;
@@ -68,4 +73,49 @@ pub fn require_s(item: &Item, name: &str) -> Result<String, StoreError> {
     get_s(item, name)
         .map(str::to_owned)
         .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} missing or not a string")))
+}
+
+/// How a transaction ended when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transaction {
+    /// Every item was written.
+    Committed,
+    /// Nothing was written: the condition of the item at this index was false.
+    ConditionFailed(usize),
+}
+
+/// How many times a transaction that lost a conflict with a concurrent write is retried.
+const TRANSACTION_CONFLICT_RETRIES: u32 = 5;
+
+/// Runs `TransactWriteItems`, telling a false condition (an answer, not a failure) from an
+/// error, and retrying with a short backoff when it only lost a conflict with a concurrent
+/// transaction on the same item.
+pub async fn transact(
+    client: &Client,
+    items: Vec<TransactWriteItem>,
+) -> Result<Transaction, StoreError> {
+    let mut attempt = 0;
+    loop {
+        let result = client.transact_write_items().set_transact_items(Some(items.clone())).send();
+        let error = match result.await {
+            Ok(_) => return Ok(Transaction::Committed),
+            Err(error) => error,
+        };
+        let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+            error.as_service_error()
+        else {
+            return Err(StoreError::sdk("TransactWriteItems", error));
+        };
+        let codes: Vec<&str> =
+            cancelled.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None")).collect();
+        if let Some(index) = codes.iter().position(|code| *code == "ConditionalCheckFailed") {
+            return Ok(Transaction::ConditionFailed(index));
+        }
+        if codes.contains(&"TransactionConflict") && attempt < TRANSACTION_CONFLICT_RETRIES {
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+            continue;
+        }
+        return Err(StoreError::sdk("TransactWriteItems", error));
+    }
 }

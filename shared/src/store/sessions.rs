@@ -1,36 +1,173 @@
-//! The sessions table (`id`) and the events table (`session_id`, `event_id`).
+//! The sessions table (`id`) and every write that appends to a session's transcript.
 //!
 //! A session item: `id, owner (org#user), user_id, org_id, title, status, created_at,
-//! updated_at` and, once cancelled, `cancelled_at, cancelled_by, cancel_request_id`.
-//! An event item: `session_id, event_id (UUID v7, time-ordered), type, occurred_at,
-//! payload (JSON text)`.
+//! updated_at, last_event_id`; while a turn runs, `active_run, run_started_at,
+//! run_expires_at, turn_step`; once cancelled, `cancelled_at, cancelled_by,
+//! cancel_request_id`; once ended for good, `terminated_at`.
+//!
+//! Every event is appended in one transaction with an update of its session item, and that
+//! update carries the guard that decides whether the event may be written at all:
+//! - `last_event_id < :new_id` on every append, so the transcript's key order is the order of
+//!   the writes, whichever container or clock made them;
+//! - agent events only while their run is the session's active run, at the step the run
+//!   expects, and the session is not cancelled: so no agent event can follow a cancel, and a
+//!   retried step cannot write twice;
+//! - `status_terminated` only once: `attribute_not_exists(terminated_at)`, set in the same
+//!   write. Whoever tries second (the cancel function or the run) finds it set.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
+use serde_json::Value;
 
-use super::{Item, StoreError, get_s, s};
+use super::{Item, StoreError, Transaction, get_i64, get_s, n, require_s, s, transact};
 use crate::clock::Instant;
-use crate::domain::{EventId, EventType, MessageText, SessionId, UserScope};
+use crate::domain::{EventId, EventType, MessageText, RunId, SessionId, UserScope};
 
-/// Status of a session that has no turn running.
+/// Status of a session whose turn is running.
+pub const STATUS_RUNNING: &str = "running";
+/// Status of a session with no turn running.
 pub const STATUS_IDLE: &str = "idle";
+/// Status of a session that has ended for good (cancelled).
+pub const STATUS_TERMINATED: &str = "terminated";
+
+/// How many times an append whose only obstacle was a newer event is retried.
+const APPEND_ATTEMPTS: u32 = 5;
+
+/// The attributes that describe the active run; removed together when it ends.
+const RUN_ATTRIBUTES: &str = "active_run, run_started_at, run_expires_at, turn_step";
+
+/// The run a session has in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveRun {
+    /// The run's id (the workflow execution's name).
+    pub id: RunId,
+    /// When the run started.
+    pub started_at: Instant,
+    /// When the run's execution times out at the latest: past this, the run is dead.
+    pub expires_at: Instant,
+    /// How many agent steps the run has written.
+    pub step: u32,
+}
+
+/// A session item as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The session id.
+    pub id: String,
+    /// The owning user.
+    pub user_id: String,
+    /// The owning organisation.
+    pub org_id: String,
+    /// The first 60 characters of the opening message.
+    pub title: String,
+    /// `running`, `idle` or `terminated`.
+    pub status: String,
+    /// When the session was created (RFC 3339).
+    pub created_at: String,
+    /// When anything was last written to it (RFC 3339).
+    pub updated_at: String,
+    /// The id of the last event appended.
+    pub last_event_id: EventId,
+    /// The run in flight, if any (possibly dead: see [`SessionRecord::live_run`]).
+    pub active_run: Option<ActiveRun>,
+    /// When the session was cancelled, if it was.
+    pub cancelled_at: Option<String>,
+    /// When `status_terminated` was written, if it was.
+    pub terminated_at: Option<String>,
+    /// A fault a test asked the checker to raise (`inject_fault`); honoured only where
+    /// fault injection is enabled.
+    pub injected_fault: Option<String>,
+}
+
+impl SessionRecord {
+    /// Reads an item written by this module.
+    pub fn from_item(item: &Item) -> Result<Self, StoreError> {
+        let active_run = match get_s(item, "active_run") {
+            None => None,
+            Some(run) => Some(ActiveRun {
+                id: RunId::from_stored(run.to_owned()),
+                started_at: Instant::from_epoch_millis(millis(item, "run_started_at")?),
+                expires_at: Instant::from_epoch_millis(millis(item, "run_expires_at")?),
+                step: u32::try_from(millis(item, "turn_step")?)
+                    .map_err(|_| StoreError::Corrupt("turn_step out of range".into()))?,
+            }),
+        };
+        Ok(Self {
+            id: require_s(item, "id")?,
+            user_id: require_s(item, "user_id")?,
+            org_id: require_s(item, "org_id")?,
+            title: require_s(item, "title")?,
+            status: require_s(item, "status")?,
+            created_at: require_s(item, "created_at")?,
+            updated_at: require_s(item, "updated_at")?,
+            last_event_id: EventId::from_stored(require_s(item, "last_event_id")?),
+            active_run,
+            cancelled_at: get_s(item, "cancelled_at").map(str::to_owned),
+            terminated_at: get_s(item, "terminated_at").map(str::to_owned),
+            injected_fault: get_s(item, "inject_fault").map(str::to_owned),
+        })
+    }
+
+    /// Whether the session belongs to this user in this organisation.
+    pub fn is_owned_by(&self, scope: &UserScope) -> bool {
+        self.user_id == scope.user_id() && self.org_id == scope.org_id()
+    }
+
+    /// The active run, unless its execution must have timed out by `now` (a run that died
+    /// without recording its end does not hold the session forever).
+    pub fn live_run(&self, now: Instant) -> Option<&ActiveRun> {
+        self.active_run.as_ref().filter(|run| run.expires_at > now)
+    }
+}
+
+fn millis(item: &Item, name: &str) -> Result<i64, StoreError> {
+    get_i64(item, name)
+        .ok_or_else(|| StoreError::Corrupt(format!("{name} missing or not a number")))
+}
+
+/// An event about to be appended to a transcript.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// What kind of event.
+    pub kind: EventType,
+    /// Its JSON payload.
+    pub payload: Value,
+}
+
+impl NewEvent {
+    /// An event of `kind` with `payload`.
+    pub fn new(kind: EventType, payload: Value) -> Self {
+        Self { kind, payload }
+    }
+}
 
 /// What one cancel request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// This request stamped `cancelled_at`: it is the first cancel.
-    Cancelled,
-    /// The session was already cancelled; the stored timestamp is left as it was.
-    AlreadyCancelled {
-        /// The timestamp the first cancel stored.
-        cancelled_at: String,
-    },
+    /// This request stamped `cancelled_at`: it is the first cancel. The session as it is
+    /// now, so the caller can see whether a run is in flight.
+    Cancelled(Box<SessionRecord>),
+    /// The session was already cancelled; the stored timestamp is left as it was. The
+    /// session as it was, so the caller can finish a termination a failed request left out.
+    AlreadyCancelled(Box<SessionRecord>),
     /// No such session for this user and organisation.
     NotFound,
 }
 
-/// Reads and writes sessions and their transcript events.
+/// What an attempt to write `status_terminated` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// This call wrote it.
+    Written,
+    /// It was already written (by the other party), or the session is gone.
+    NotNeeded,
+}
+
+/// Reads and writes sessions and appends their transcript events.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
     client: Client,
@@ -44,17 +181,20 @@ impl SessionStore {
         Self { client, sessions_table, events_table }
     }
 
-    /// Writes a new session and its opening `user_message` event in one transaction: both
-    /// or neither. Returns the event's id.
+    /// Writes a new session, running `run`, and its opening `user_message` event in one
+    /// transaction: both or neither. The run counts as dead after `run_timeout`.
     pub async fn create(
         &self,
         scope: &UserScope,
         id: &SessionId,
         text: &MessageText,
+        run: &RunId,
+        run_timeout: std::time::Duration,
         now: Instant,
     ) -> Result<EventId, StoreError> {
         let at = now.rfc3339();
         let event_id = EventId::new();
+        let expires_at = now.epoch_millis() + run_timeout.as_millis() as i64;
         let session = Put::builder()
             .table_name(&self.sessions_table)
             .item("id", s(id.as_string()))
@@ -62,38 +202,61 @@ impl SessionStore {
             .item("user_id", s(scope.user_id()))
             .item("org_id", s(scope.org_id()))
             .item("title", s(text.title()))
-            .item("status", s(STATUS_IDLE))
+            .item("status", s(STATUS_RUNNING))
             .item("created_at", s(&at))
             .item("updated_at", s(&at))
+            .item("last_event_id", s(event_id.as_str()))
+            .item("active_run", s(run.as_str()))
+            .item("run_started_at", n(now.epoch_millis()))
+            .item("run_expires_at", n(expires_at))
+            .item("turn_step", n(0))
             .condition_expression("attribute_not_exists(id)")
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let payload = serde_json::json!({ "text": text.as_str() }).to_string();
-        let event = Put::builder()
-            .table_name(&self.events_table)
-            .item("session_id", s(id.as_string()))
-            .item("event_id", s(event_id.as_str()))
-            .item("type", s(EventType::UserMessage.as_str()))
-            .item("occurred_at", s(&at))
-            .item("payload", s(payload))
-            .condition_expression("attribute_not_exists(event_id)")
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(session).build())
-            .transact_items(TransactWriteItem::builder().put(event).build())
+        let event =
+            NewEvent::new(EventType::UserMessage, serde_json::json!({ "text": text.as_str() }));
+        let items = vec![
+            TransactWriteItem::builder().put(session).build(),
+            self.event_put(&id.as_string(), &event_id, &event, &at)?,
+        ];
+        match transact(&self.client, items).await? {
+            Transaction::Committed => Ok(event_id),
+            Transaction::ConditionFailed(_) => {
+                Err(StoreError::Corrupt(format!("session {id} or its first event exists")))
+            }
+        }
+    }
+
+    /// The session, read strongly consistently, whoever owns it.
+    pub async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.sessions_table)
+            .key("id", s(id))
+            .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::sdk("TransactWriteItems", e))?;
-        Ok(event_id)
+            .map_err(|e| StoreError::sdk("GetItem", e))?;
+        output.item.as_ref().map(SessionRecord::from_item).transpose()
+    }
+
+    /// The session if it belongs to `scope`; another tenant's session is `None`, exactly
+    /// like a missing one, so ids cannot be probed.
+    pub async fn get_owned(
+        &self,
+        scope: &UserScope,
+        id: &SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.get(&id.as_string()).await?.filter(|session| session.is_owned_by(scope)))
     }
 
     /// Cancels a session with ONE conditional `UpdateItem`: it stamps `cancelled_at` only if
     /// the session exists, belongs to `scope` (user AND organisation) and is not cancelled
     /// yet. When the condition fails, DynamoDB returns the old item
     /// (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), which tells "already cancelled" from
-    /// "not found or not yours" without a read before the write.
+    /// "not found or not yours" without a read before the write. On success it returns the
+    /// new item, which says whether a run is in flight to end the session.
     pub async fn cancel(
         &self,
         scope: &UserScope,
@@ -119,36 +282,191 @@ impl SessionStore {
             .expression_attribute_values(":user", s(scope.user_id()))
             .expression_attribute_values(":org", s(scope.org_id()))
             .expression_attribute_values(":rid", s(request_id))
+            .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(CancelOutcome::Cancelled),
+            Ok(output) => {
+                let item = output.attributes.unwrap_or_default();
+                Ok(CancelOutcome::Cancelled(Box::new(SessionRecord::from_item(&item)?)))
+            }
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    Ok(classify_failed_cancel(scope, failed.item()))
+                    classify_failed_cancel(scope, failed.item())
                 }
                 _ => Err(StoreError::sdk("UpdateItem", error)),
             },
         }
     }
+
+    /// Writes the session's one `status_terminated` event, if the session is cancelled and
+    /// no one has written it yet; ends any active run with it.
+    pub async fn terminate(
+        &self,
+        session: &SessionRecord,
+        reason: &str,
+        now: Instant,
+    ) -> Result<Termination, StoreError> {
+        let event =
+            NewEvent::new(EventType::StatusTerminated, serde_json::json!({ "reason": reason }));
+        let mut session = session.clone();
+        for _ in 0..APPEND_ATTEMPTS {
+            if session.terminated_at.is_some() {
+                return Ok(Termination::NotNeeded);
+            }
+            let append = Append {
+                set: ", terminated_at = :now, #status = :terminated",
+                remove: Some(RUN_ATTRIBUTES),
+                condition: "attribute_exists(cancelled_at) AND attribute_not_exists(terminated_at)",
+                values: vec![(":terminated", s(STATUS_TERMINATED))],
+            };
+            if self.append(&session, &event, append, now).await? {
+                return Ok(Termination::Written);
+            }
+            match self.get(&session.id).await? {
+                Some(current) => session = current,
+                None => return Ok(Termination::NotNeeded),
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "session {}: events kept racing the termination",
+            session.id
+        )))
+    }
+
+    /// Appends one event of `run`'s agent step `run.step`, if `run` is still the session's
+    /// active run at that step and the session is not cancelled. With `finish`, the event
+    /// ends the turn: the run is cleared and the session goes idle. `false` when the guard
+    /// refused (cancelled, superseded, or the step was already written).
+    pub async fn append_turn_event(
+        &self,
+        session: &SessionRecord,
+        run: &ActiveRun,
+        event: &NewEvent,
+        finish: bool,
+        now: Instant,
+    ) -> Result<bool, StoreError> {
+        let append = Append {
+            set: if finish { ", #status = :idle" } else { ", turn_step = :next" },
+            remove: finish.then_some(RUN_ATTRIBUTES),
+            condition: "active_run = :run AND turn_step = :step \
+                        AND attribute_not_exists(cancelled_at)",
+            values: vec![
+                (":run", s(run.id.as_str())),
+                (":step", n(run.step)),
+                if finish { (":idle", s(STATUS_IDLE)) } else { (":next", n(run.step + 1)) },
+            ],
+        };
+        self.append(session, event, append, now).await
+    }
+
+    /// Ends `run` through its failure path: appends the `error` event, clears the run and
+    /// leaves the session idle, if `run` is still active and the session is not cancelled.
+    pub async fn fail_turn(
+        &self,
+        session: &SessionRecord,
+        run: &RunId,
+        event: &NewEvent,
+        now: Instant,
+    ) -> Result<bool, StoreError> {
+        let append = Append {
+            set: ", #status = :idle",
+            remove: Some(RUN_ATTRIBUTES),
+            condition: "active_run = :run AND attribute_not_exists(cancelled_at)",
+            values: vec![(":run", s(run.as_str())), (":idle", s(STATUS_IDLE))],
+        };
+        self.append(session, event, append, now).await
+    }
+
+    /// One transaction: the guarded update of the session item (which also records the new
+    /// last event and `updated_at`) and the event's put. `false` when a condition refused.
+    async fn append(
+        &self,
+        session: &SessionRecord,
+        event: &NewEvent,
+        append: Append<'_>,
+        now: Instant,
+    ) -> Result<bool, StoreError> {
+        let at = now.rfc3339();
+        let event_id = EventId::after(&session.last_event_id);
+        let remove = append.remove.map(|names| format!(" REMOVE {names}")).unwrap_or_default();
+        let mut update = Update::builder()
+            .table_name(&self.sessions_table)
+            .key("id", s(&session.id))
+            .update_expression(format!(
+                "SET last_event_id = :event, updated_at = :now{}{remove}",
+                append.set
+            ))
+            .condition_expression(format!(
+                "attribute_exists(id) AND last_event_id < :event AND ({})",
+                append.condition
+            ))
+            .expression_attribute_values(":event", s(event_id.as_str()))
+            .expression_attribute_values(":now", s(&at));
+        if append.set.contains("#status") {
+            update = update.expression_attribute_names("#status", "status");
+        }
+        for (name, value) in append.values {
+            update = update.expression_attribute_values(name, value);
+        }
+        let update = update.build().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let items = vec![
+            TransactWriteItem::builder().update(update).build(),
+            self.event_put(&session.id, &event_id, event, &at)?,
+        ];
+        Ok(transact(&self.client, items).await? == Transaction::Committed)
+    }
+
+    fn event_put(
+        &self,
+        session_id: &str,
+        event_id: &EventId,
+        event: &NewEvent,
+        at: &str,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.events_table)
+            .item("session_id", s(session_id))
+            .item("event_id", s(event_id.as_str()))
+            .item("type", s(event.kind.as_str()))
+            .item("occurred_at", s(at))
+            .item("payload", s(event.payload.to_string()))
+            .condition_expression("attribute_not_exists(event_id)")
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+}
+
+/// The parts of an append that differ between writers.
+struct Append<'a> {
+    /// More `SET` clauses, each starting with ", ".
+    set: &'a str,
+    /// Attributes to remove, if any.
+    remove: Option<&'a str>,
+    /// The writer's own guard, ANDed with the common one.
+    condition: &'a str,
+    /// Values the clauses and the guard use.
+    values: Vec<(&'a str, AttributeValue)>,
 }
 
 /// Reads the old item a failed cancel condition returned: the caller's own, already
 /// cancelled session is "already cancelled"; anything else (no item, another user's or
 /// another organisation's) is "not found", so ids cannot be probed across tenants.
-fn classify_failed_cancel(scope: &UserScope, old: Option<&Item>) -> CancelOutcome {
+fn classify_failed_cancel(
+    scope: &UserScope,
+    old: Option<&Item>,
+) -> Result<CancelOutcome, StoreError> {
     let Some(old) = old else {
-        return CancelOutcome::NotFound;
+        return Ok(CancelOutcome::NotFound);
     };
     let owned = get_s(old, "user_id") == Some(scope.user_id())
         && get_s(old, "org_id") == Some(scope.org_id());
-    match (owned, get_s(old, "cancelled_at")) {
-        (true, Some(cancelled_at)) => {
-            CancelOutcome::AlreadyCancelled { cancelled_at: cancelled_at.to_owned() }
-        }
-        _ => CancelOutcome::NotFound,
+    if owned && get_s(old, "cancelled_at").is_some() {
+        return Ok(CancelOutcome::AlreadyCancelled(Box::new(SessionRecord::from_item(old)?)));
     }
+    Ok(CancelOutcome::NotFound)
 }
 
 #[cfg(test)]
@@ -160,8 +478,9 @@ mod tests {
     }
 
     fn item(user: &str, org: &str, cancelled_at: Option<&str>) -> Item {
-        let mut item =
-            Item::from([("user_id".to_string(), s(user)), ("org_id".to_string(), s(org))]);
+        let mut item = stored_session(None);
+        item.insert("user_id".into(), s(user));
+        item.insert("org_id".into(), s(org));
         if let Some(at) = cancelled_at {
             item.insert("cancelled_at".into(), s(at));
         }
@@ -171,18 +490,62 @@ mod tests {
     #[test]
     fn own_cancelled_session_is_already_cancelled() {
         let old = item("u1", "o1", Some("2026-01-01T00:00:00.000Z"));
-        assert_eq!(
-            classify_failed_cancel(&scope(), Some(&old)),
-            CancelOutcome::AlreadyCancelled { cancelled_at: "2026-01-01T00:00:00.000Z".into() }
-        );
+        let Ok(CancelOutcome::AlreadyCancelled(session)) =
+            classify_failed_cancel(&scope(), Some(&old))
+        else {
+            panic!("expected already cancelled");
+        };
+        assert_eq!(session.cancelled_at.as_deref(), Some("2026-01-01T00:00:00.000Z"));
     }
 
     #[test]
     fn missing_or_foreign_sessions_are_not_found() {
         let at = Some("2026-01-01T00:00:00.000Z");
-        assert_eq!(classify_failed_cancel(&scope(), None), CancelOutcome::NotFound);
+        assert_eq!(classify_failed_cancel(&scope(), None).unwrap(), CancelOutcome::NotFound);
         for old in [item("u2", "o1", at), item("u1", "o2", at), item("u2", "o1", None)] {
-            assert_eq!(classify_failed_cancel(&scope(), Some(&old)), CancelOutcome::NotFound);
+            let outcome = classify_failed_cancel(&scope(), Some(&old)).unwrap();
+            assert_eq!(outcome, CancelOutcome::NotFound);
         }
+    }
+
+    fn stored_session(run: Option<(i64, i64)>) -> Item {
+        let mut item = Item::new();
+        for (name, value) in [
+            ("user_id", "u1"),
+            ("org_id", "o1"),
+            ("id", "s1"),
+            ("title", "t"),
+            ("status", "running"),
+            ("created_at", "2026-01-01T00:00:00.000Z"),
+            ("updated_at", "2026-01-01T00:00:00.000Z"),
+            ("last_event_id", "0193a7c2-5e1f-7abc-8def-0123456789ab"),
+        ] {
+            item.insert(name.into(), s(value));
+        }
+        if let Some((started, expires)) = run {
+            item.insert("active_run".into(), s("r1"));
+            item.insert("run_started_at".into(), n(started));
+            item.insert("run_expires_at".into(), n(expires));
+            item.insert("turn_step".into(), n(3));
+        }
+        item
+    }
+
+    #[test]
+    fn a_run_past_its_execution_timeout_is_not_live() {
+        let record = SessionRecord::from_item(&stored_session(Some((1_000, 5_000)))).unwrap();
+        let run = record.active_run.as_ref().unwrap();
+        assert_eq!((run.id.as_str(), run.step), ("r1", 3));
+        assert!(record.live_run(Instant::from_epoch_millis(4_999)).is_some());
+        assert!(record.live_run(Instant::from_epoch_millis(5_000)).is_none());
+        let idle = SessionRecord::from_item(&stored_session(None)).unwrap();
+        assert!(idle.live_run(Instant::from_epoch_millis(0)).is_none());
+    }
+
+    #[test]
+    fn a_session_item_without_its_required_attributes_is_corrupt() {
+        let mut broken = stored_session(None);
+        broken.remove("last_event_id");
+        assert!(matches!(SessionRecord::from_item(&broken), Err(StoreError::Corrupt(_))));
     }
 }

@@ -1,0 +1,6 @@
+//! Lambda the turn state machine invokes on every poll cycle; see `knoq_shared::turn`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    knoq_shared::lambda::serve_checker().await
+}

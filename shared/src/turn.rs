@@ -1,0 +1,297 @@
+//! The checker: what the turn workflow's poll step runs on every cycle.
+//!
+//! Each `poll` reads the session (one strongly consistent `GetItem`) and then, in order:
+//! 1. session gone (deleted) → stop, writing nothing;
+//! 2. session cancelled → write the one `status_terminated` event (unless the cancel
+//!    function or an earlier cycle already did) and stop: the graceful exit;
+//! 3. this run is no longer the session's active run → stop, writing nothing;
+//! 4. otherwise ask the [`Agent`] for one step and append its event under the run's guard;
+//!    when the agent has finished, append `status_idle`, which also clears the run.
+//!
+//! A `fail` (the state machine's `Catch` path) writes an `error` event and frees the session,
+//! unless it was cancelled meanwhile (then `status_terminated`, as above).
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::agent::{Agent, AgentError, Step, Turn};
+use crate::clock::Instant;
+use crate::domain::{EventType, RunId};
+use crate::store::StoreError;
+use crate::store::sessions::{NewEvent, SessionRecord, SessionStore};
+
+/// The fault name a test plants on a session (`inject_fault`) to make its polls fail.
+pub const CHECKER_FAULT: &str = "checker";
+
+/// The `error` event that ends a failed run; `error_type` names what failed.
+pub fn error_event(error_type: &str) -> NewEvent {
+    NewEvent::new(
+        EventType::Error,
+        json!({
+            "message": "The agent's turn failed and was stopped. Send a message to try again.",
+            "errorType": error_type,
+        }),
+    )
+}
+
+/// What the state machine asks the checker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum CheckerRequest {
+    /// One poll cycle of a run.
+    Poll {
+        /// The session.
+        session_id: String,
+        /// The run doing the polling.
+        run_id: String,
+    },
+    /// The run's poll failed on every retry: end it through the failure path.
+    Fail {
+        /// The session.
+        session_id: String,
+        /// The failed run.
+        run_id: String,
+        /// The error name Step Functions caught, if any.
+        #[serde(default)]
+        error: Option<String>,
+    },
+}
+
+/// Whether the state machine loops again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Next {
+    /// Wait one interval and poll again.
+    Continue,
+    /// The run is over.
+    Stop,
+}
+
+/// Why the run goes on or stopped, for the execution history and the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Outcome {
+    /// The turn is still going.
+    Running,
+    /// The turn finished; `status_idle` is written.
+    Idle,
+    /// The session was cancelled; `status_terminated` is written (by this run or the
+    /// cancel function).
+    Cancelled,
+    /// The session no longer exists.
+    Gone,
+    /// The session's active run is not this one any more.
+    Superseded,
+    /// The run ended through the failure path; `error` is written.
+    Failed,
+}
+
+/// The checker's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CheckerResponse {
+    /// Loop or stop.
+    pub next: Next,
+    /// Why.
+    pub outcome: Outcome,
+}
+
+impl CheckerResponse {
+    fn go_on() -> Self {
+        Self { next: Next::Continue, outcome: Outcome::Running }
+    }
+
+    fn stop(outcome: Outcome) -> Self {
+        Self { next: Next::Stop, outcome }
+    }
+}
+
+/// Why a checker call failed; the state machine retries, then takes its failure path.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckerError {
+    /// DynamoDB failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The agent could not advance.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// A test planted this fault on the session.
+    #[error("injected fault: {0}")]
+    Injected(String),
+}
+
+impl From<CheckerError> for lambda_runtime::Diagnostic {
+    /// Error names the state machine's `Retry` and `Catch` can match, and the execution
+    /// history shows.
+    fn from(error: CheckerError) -> Self {
+        let error_type = match &error {
+            CheckerError::Store(_) => "Knoq.StoreError",
+            CheckerError::Agent(_) => "Knoq.AgentError",
+            CheckerError::Injected(_) => "Knoq.InjectedFault",
+        };
+        Self { error_type: error_type.into(), error_message: error.to_string() }
+    }
+}
+
+/// Runs the checker's cycle with one agent.
+#[derive(Debug, Clone)]
+pub struct Checker<A> {
+    sessions: SessionStore,
+    agent: A,
+    fault_injection: bool,
+}
+
+impl<A: Agent> Checker<A> {
+    /// A checker over `sessions` driving `agent`; `fault_injection` lets tests make polls
+    /// fail (never enabled by the template).
+    pub fn new(sessions: SessionStore, agent: A, fault_injection: bool) -> Self {
+        Self { sessions, agent, fault_injection }
+    }
+
+    /// Handles one request from the state machine.
+    pub async fn handle(&self, request: CheckerRequest) -> Result<CheckerResponse, CheckerError> {
+        let now = Instant::now();
+        let response = match &request {
+            CheckerRequest::Poll { session_id, run_id } => {
+                self.poll(session_id, &RunId::from_stored(run_id.clone()), now).await?
+            }
+            CheckerRequest::Fail { session_id, run_id, error } => {
+                let run = RunId::from_stored(run_id.clone());
+                self.fail(session_id, &run, error.as_deref(), now).await?
+            }
+        };
+        tracing::info!(?request, ?response, "checker");
+        Ok(response)
+    }
+
+    async fn poll(
+        &self,
+        session_id: &str,
+        run_id: &RunId,
+        now: Instant,
+    ) -> Result<CheckerResponse, CheckerError> {
+        let Some(session) = self.sessions.get(session_id).await? else {
+            return Ok(CheckerResponse::stop(Outcome::Gone));
+        };
+        if let Some(ended) = self.ended(&session, run_id, now).await? {
+            return Ok(ended);
+        }
+        if self.fault_injection && session.injected_fault.as_deref() == Some(CHECKER_FAULT) {
+            return Err(CheckerError::Injected(CHECKER_FAULT.into()));
+        }
+        let run = session.active_run.as_ref().expect("ended() checked the run is active");
+        let turn = Turn {
+            session_id: session.id.clone(),
+            title: session.title.clone(),
+            step: run.step,
+            started_at: run.started_at,
+        };
+        let (event, finish) = match self.agent.advance(&turn, now).await? {
+            Step::Pending => return Ok(CheckerResponse::go_on()),
+            Step::Emit(event) => (event, false),
+            Step::Finished => {
+                (NewEvent::new(EventType::StatusIdle, json!({ "stopReason": "end_turn" })), true)
+            }
+        };
+        if self.sessions.append_turn_event(&session, run, &event, finish, now).await? {
+            return Ok(if finish {
+                CheckerResponse::stop(Outcome::Idle)
+            } else {
+                CheckerResponse::go_on()
+            });
+        }
+        // The guard refused: a cancel (or a newer event) landed since the read.
+        self.after_refusal(session_id, run_id, now).await
+    }
+
+    async fn fail(
+        &self,
+        session_id: &str,
+        run_id: &RunId,
+        error: Option<&str>,
+        now: Instant,
+    ) -> Result<CheckerResponse, CheckerError> {
+        let event = error_event(error.unwrap_or("Unknown"));
+        // A refusal with the run still active means another event slipped in between the
+        // read and the write: read again and retry.
+        for _ in 0..3 {
+            let Some(session) = self.sessions.get(session_id).await? else {
+                return Ok(CheckerResponse::stop(Outcome::Gone));
+            };
+            if let Some(ended) = self.ended(&session, run_id, now).await? {
+                return Ok(ended);
+            }
+            if self.sessions.fail_turn(&session, run_id, &event, now).await? {
+                tracing::warn!(session_id, run_id = %run_id, error, "turn failed");
+                return Ok(CheckerResponse::stop(Outcome::Failed));
+            }
+        }
+        Err(StoreError::Corrupt(format!("session {session_id}: events kept racing the failure"))
+            .into())
+    }
+
+    /// The answer when the run must not go on: the session is cancelled (write the
+    /// termination if no one has) or the run is not the session's active run any more.
+    async fn ended(
+        &self,
+        session: &SessionRecord,
+        run_id: &RunId,
+        now: Instant,
+    ) -> Result<Option<CheckerResponse>, CheckerError> {
+        if session.cancelled_at.is_some() {
+            self.sessions.terminate(session, "cancelled", now).await?;
+            return Ok(Some(CheckerResponse::stop(Outcome::Cancelled)));
+        }
+        if session.active_run.as_ref().map(|run| &run.id) != Some(run_id) {
+            return Ok(Some(CheckerResponse::stop(Outcome::Superseded)));
+        }
+        Ok(None)
+    }
+
+    /// Re-reads the session after a refused append and says what follows.
+    async fn after_refusal(
+        &self,
+        session_id: &str,
+        run_id: &RunId,
+        now: Instant,
+    ) -> Result<CheckerResponse, CheckerError> {
+        let Some(session) = self.sessions.get(session_id).await? else {
+            return Ok(CheckerResponse::stop(Outcome::Gone));
+        };
+        Ok(self.ended(&session, run_id, now).await?.unwrap_or_else(CheckerResponse::go_on))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_read_the_state_machine_payloads() {
+        let poll: CheckerRequest =
+            serde_json::from_str(r#"{"action":"poll","sessionId":"s","runId":"r"}"#).unwrap();
+        assert_eq!(poll, CheckerRequest::Poll { session_id: "s".into(), run_id: "r".into() });
+        let fail: CheckerRequest = serde_json::from_str(
+            r#"{"action":"fail","sessionId":"s","runId":"r","error":"Knoq.InjectedFault"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(fail, CheckerRequest::Fail { error: Some(e), .. } if e == "Knoq.InjectedFault")
+        );
+        assert!(serde_json::from_str::<CheckerRequest>(r#"{"action":"dance"}"#).is_err());
+    }
+
+    #[test]
+    fn responses_are_what_the_choice_state_reads() {
+        let response = serde_json::to_value(CheckerResponse::go_on()).unwrap();
+        assert_eq!(response, json!({ "next": "continue", "outcome": "running" }));
+        let response = serde_json::to_value(CheckerResponse::stop(Outcome::Cancelled)).unwrap();
+        assert_eq!(response, json!({ "next": "stop", "outcome": "cancelled" }));
+    }
+
+    #[test]
+    fn checker_errors_carry_names_the_state_machine_can_match() {
+        let diagnostic: lambda_runtime::Diagnostic =
+            CheckerError::Injected(CHECKER_FAULT.into()).into();
+        assert_eq!(diagnostic.error_type, "Knoq.InjectedFault");
+    }
+}

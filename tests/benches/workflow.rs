@@ -1,0 +1,134 @@
+//! `make bench-workflow`: how long a cancel takes to end a running turn.
+//!
+//! Starts [`TURNS`] real turns over HTTP on the local stack (state machine in the emulator,
+//! checker under `cargo lambda watch`), [`AT_ONCE`] at a time, cancels each at a random
+//! point of its scripted turn, and measures from the cancel's HTTP answer to the moment the
+//! `status_terminated` event can be read (a strongly consistent Query every 5 ms).
+//! With polling alone, the expected median is about half a poll interval and the maximum
+//! about one interval plus the overhead of one poll: the emulator invoking the checker over
+//! HTTP, the checker's GetItem and its termination transaction.
+//!
+//! It also splits each latency in two, from the stored timestamps: `cancelled_at` →
+//! the event's `occurred_at` (waiting for the next poll, plus the checker's work up to the
+//! write), and the rest (the write committing, plus the 5 ms measurement poll).
+
+use std::time::{Duration, Instant as Mono};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures::future::join_all;
+use knoq_tests::*;
+
+/// Turns measured.
+const TURNS: usize = 12;
+/// Turns running at the same time.
+const AT_ONCE: usize = 4;
+
+struct Sample {
+    visible: Duration,
+    server: Duration,
+}
+
+/// A pseudo-random fraction in [0, 1) from a fresh UUID (no extra dependency).
+fn fraction() -> f64 {
+    let bytes = uuid::Uuid::new_v4().as_u128();
+    (bytes % 1_000_000) as f64 / 1_000_000.0
+}
+
+fn millis_of(rfc3339: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339).unwrap().timestamp_millis()
+}
+
+async fn terminated_event(db: &aws_sdk_dynamodb::Client, table: &str, id: &str) -> Option<String> {
+    let output = db
+        .query()
+        .table_name(table)
+        .key_condition_expression("session_id = :id")
+        .filter_expression("#type = :terminated")
+        .expression_attribute_names("#type", "type")
+        .expression_attribute_values(":id", AttributeValue::S(id.into()))
+        .expression_attribute_values(":terminated", AttributeValue::S("status_terminated".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    output.items().first().map(|item| attr(item, "occurred_at").unwrap().to_owned())
+}
+
+async fn one_turn(client: &ApiClient, min_turn: Duration) -> Sample {
+    let db = dynamodb().await;
+    let events = config().tables.events;
+    let (id, _) = client.create("Benchmark turn").await;
+    // Cancel somewhere inside the turn: after the first poll, before it could finish.
+    let window = min_turn.as_secs_f64() - 2.0;
+    tokio::time::sleep(Duration::from_secs_f64(1.0 + window * fraction())).await;
+    client.cancel(&id).await;
+    let answered = Mono::now();
+    let occurred_at = loop {
+        if let Some(at) = terminated_event(&db, &events, &id).await {
+            break at;
+        }
+        assert!(answered.elapsed() < Duration::from_secs(30), "session {id} never ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let visible = answered.elapsed();
+    let session = session_item(&id).await.unwrap();
+    let cancelled_at = millis_of(attr(&session, "cancelled_at").unwrap());
+    let server = Duration::from_millis((millis_of(&occurred_at) - cancelled_at).max(0) as u64);
+    Sample { visible, server }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn row(name: &str, mut samples: Vec<Duration>, interval: Duration) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (p50, p95, max) =
+        (percentile(&samples, 50.0), percentile(&samples, 95.0), *samples.last().unwrap());
+    println!(
+        "{name:<40} p50 {:>7.1} ms  p95 {:>7.1} ms  max {:>7.1} ms  (max / interval {:.2})",
+        ms(p50),
+        ms(p95),
+        ms(max),
+        max.as_secs_f64() / interval.as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let workflow = config().workflow;
+    let interval = Duration::from_secs(workflow.poll_interval_secs);
+    let started = Mono::now();
+    let mut samples = Vec::new();
+    for _ in 0..TURNS.div_ceil(AT_ONCE) {
+        let client = ApiClient::for_new_caller().await;
+        let batch = join_all((0..AT_ONCE).map(|_| one_turn(&client, workflow.scripted_turn))).await;
+        samples.extend(batch);
+    }
+    println!(
+        "{} turns, {} at a time, poll interval {} ms, cancelled at a random point of each ({:.0} s)",
+        samples.len(),
+        AT_ONCE,
+        interval.as_millis(),
+        started.elapsed().as_secs_f64()
+    );
+    row(
+        "cancel answer -> status_terminated read",
+        samples.iter().map(|s| s.visible).collect(),
+        interval,
+    );
+    row(
+        "  cancelled_at -> event occurred_at",
+        samples.iter().map(|s| s.server).collect(),
+        interval,
+    );
+    let mut visible: Vec<Duration> = samples.iter().map(|s| s.visible).collect();
+    visible.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("cancel_to_terminated_p50_ms={:.0}", ms(percentile(&visible, 50.0)));
+    println!("cancel_to_terminated_p95_ms={:.0}", ms(percentile(&visible, 95.0)));
+    println!("cancel_to_terminated_max_ms={:.0}", ms(*visible.last().unwrap()));
+    println!("poll_interval_ms={}", interval.as_millis());
+}

@@ -1,0 +1,181 @@
+//! `GET /api/managed-agents/transcript` through its handler, against the emulator: paging by
+//! cursor, tenant scope, and every kind of bad input.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use knoq_shared::App;
+use knoq_shared::clock::Instant;
+use knoq_shared::domain::{EventId, MessageText, RunId, SessionId};
+use knoq_shared::routes::transcript::{self, PAGE_SIZE};
+use knoq_shared::workflow::TURN_TIMEOUT;
+use knoq_tests::*;
+use serde_json::{Value, json};
+
+async fn transcript_as(app: &App, who: As<'_>, query: &[(&str, &str)]) -> (u16, Value) {
+    let (status, _, body) =
+        read(transcript::handle(app, get("/api/managed-agents/transcript", who, query)).await);
+    (status, body)
+}
+
+/// A session of `caller` (with a run that has no execution behind it, so nothing else
+/// writes to it) holding its opening message and `extra` more events.
+async fn session_with_events(app: &App, caller: &Caller, extra: usize) -> String {
+    let scope = scope_of(app, caller).await;
+    let id = SessionId::new();
+    let text = MessageText::parse("A long conversation".into()).unwrap();
+    app.sessions
+        .create(&scope, &id, &text, &RunId::new(), TURN_TIMEOUT, Instant::now())
+        .await
+        .unwrap();
+    let db = dynamodb().await;
+    for i in 0..extra {
+        let event_id = EventId::new().as_str().to_owned();
+        db.put_item()
+            .table_name(&app.config.tables.events)
+            .item("session_id", AttributeValue::S(id.as_string()))
+            .item("event_id", AttributeValue::S(event_id.clone()))
+            .item("type", AttributeValue::S("agent_message".into()))
+            .item("occurred_at", AttributeValue::S(Instant::now().rfc3339()))
+            .item("payload", AttributeValue::S(json!({ "text": format!("part {i}") }).to_string()))
+            .send()
+            .await
+            .unwrap();
+        // As every append does: the session names its last event.
+        db.update_item()
+            .table_name(&app.config.tables.sessions)
+            .key("id", AttributeValue::S(id.as_string()))
+            .update_expression("SET last_event_id = :last")
+            .expression_attribute_values(":last", AttributeValue::S(event_id))
+            .send()
+            .await
+            .unwrap();
+    }
+    id.as_string()
+}
+
+fn event_ids(body: &Value) -> Vec<String> {
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_are_bounded_ordered_and_continue_from_the_cursor() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = session_with_events(&app, &caller, PAGE_SIZE + 30).await;
+    let who = As { token: Some(&caller.token), origin: None };
+
+    let (status, first) = transcript_as(&app, who.clone(), &[("sessionId", &id)]).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["title"], "A long conversation");
+    assert_eq!(first["backfillFailed"], false);
+    assert!(first["workflowRunId"].is_string(), "the run is live until its timeout");
+    assert_eq!(first["hasMore"], true);
+    let events = first["events"].as_array().unwrap();
+    assert_eq!(events.len(), PAGE_SIZE);
+    assert_eq!(events[0]["type"], "user_message");
+    assert_eq!(events[0]["payload"], json!({ "text": "A long conversation" }));
+    assert_eq!(events[1]["payload"], json!({ "text": "part 0" }));
+    for event in events {
+        let keys: Vec<&str> = event.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["id", "type", "occurredAt", "payload"]);
+    }
+    let first_ids = event_ids(&first);
+    let mut sorted = first_ids.clone();
+    sorted.sort();
+    assert_eq!(first_ids, sorted, "ascending");
+
+    let cursor = first_ids.last().unwrap();
+    let (status, second) =
+        transcript_as(&app, who.clone(), &[("sessionId", &id), ("sinceEventId", cursor)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(second["hasMore"], false);
+    let second_ids = event_ids(&second);
+    assert_eq!(second_ids.len(), 31);
+    assert!(second_ids.iter().all(|later| later > cursor), "only events after the cursor");
+
+    let last = second_ids.last().unwrap();
+    let (_, empty) =
+        transcript_as(&app, who.clone(), &[("sessionId", &id), ("sinceEventId", last)]).await;
+    assert_eq!((empty["events"].as_array().unwrap().len(), &empty["hasMore"]), (0, &json!(false)));
+    let (_, from_first) =
+        transcript_as(&app, who, &[("sessionId", &id), ("sinceEventId", &first_ids[0])]).await;
+    assert_eq!(event_ids(&from_first)[..PAGE_SIZE - 1], first_ids[1..], "cursor excluded");
+}
+
+#[tokio::test]
+async fn events_past_the_sessions_last_event_wait_for_the_next_read() {
+    // An event whose session item does not name it yet is one whose append has not
+    // committed from the reader's point of view: the page stops at the session's last event.
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = session_with_events(&app, &caller, 1).await;
+    dynamodb()
+        .await
+        .put_item()
+        .table_name(&app.config.tables.events)
+        .item("session_id", AttributeValue::S(id.clone()))
+        .item("event_id", AttributeValue::S(EventId::new().as_str().to_owned()))
+        .item("type", AttributeValue::S("agent_message".into()))
+        .item("occurred_at", AttributeValue::S(Instant::now().rfc3339()))
+        .item("payload", AttributeValue::S("{}".into()))
+        .send()
+        .await
+        .unwrap();
+    let who = As { token: Some(&caller.token), origin: None };
+    let (status, body) = transcript_as(&app, who, &[("sessionId", &id)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["events"].as_array().unwrap().len(), 2, "{body}");
+}
+
+#[tokio::test]
+async fn bad_queries_are_400_naming_the_parameter() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = session_with_events(&app, &caller, 0).await;
+    let who = As { token: Some(&caller.token), origin: None };
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[], "sessionId is required"),
+        (&[("sessionId", "")], "sessionId must not be empty"),
+        (&[("sessionId", "not-a-uuid")], "sessionId must be a UUID"),
+        (&[("sessionId", &id), ("sessionId", &id)], "sessionId must be given once"),
+        (
+            &[("sessionId", &id), ("sinceEventId", "last-time")],
+            "sinceEventId must be an event id (a UUID)",
+        ),
+        (&[("sessionId", &id), ("sinceEventId", "")], "sinceEventId must be an event id (a UUID)"),
+    ];
+    for (query, message) in cases {
+        let (status, body) = transcript_as(&app, who.clone(), query).await;
+        assert_eq!((status, body), (400, json!({ "error": message })), "{query:?}");
+    }
+}
+
+#[tokio::test]
+async fn other_tenants_and_unknown_sessions_are_404_and_cookies_are_required() {
+    let app = app().await;
+    let owner = new_caller().await;
+    let id = session_with_events(&app, &owner, 0).await;
+    let query = [("sessionId", id.as_str())];
+    let not_found = (404, json!({ "error": "session not found" }));
+    for stranger in [
+        caller_in(&unique("user"), &owner.org_id).await,
+        caller_in(&owner.user_id, &unique("org")).await,
+    ] {
+        let who = As { token: Some(&stranger.token), origin: None };
+        assert_eq!(transcript_as(&app, who, &query).await, not_found);
+    }
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let who = As { token: Some(&owner.token), origin: None };
+    assert_eq!(transcript_as(&app, who, &[("sessionId", &unknown)]).await, not_found);
+
+    let (status, _) = transcript_as(&app, As::default(), &query).await;
+    assert_eq!(status, 401);
+    let expired = issue_token(&owner.user_id, &owner.org_id, -60).await;
+    let (status, body) =
+        transcript_as(&app, As { token: Some(&expired), origin: None }, &query).await;
+    assert_eq!((status, body), (401, json!({ "error": "session cookie has expired" })));
+}

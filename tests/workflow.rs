@@ -1,0 +1,254 @@
+//! The turn workflow end to end: HTTP through `cargo lambda watch`, the real state machine
+//! (infra/workflow/turn.asl.json, the file template.yaml deploys) executing in the
+//! emulator, and the checker Lambda it invokes every poll interval.
+//!
+//! Timing bound: a cancel's `status_terminated` must be visible within one poll interval
+//! plus [`MARGIN`]. The margin covers the checker call (the emulator invoking `cargo lambda
+//! watch` over HTTP, one GetItem, one transaction), the test's own 25 ms polling of the
+//! transcript, and a shared two-core machine running other tests at the same time.
+
+use std::time::{Duration, Instant as Mono};
+
+use futures::future::join_all;
+use knoq_shared::clock::Instant;
+use knoq_shared::domain::{MessageText, RunId, SessionId};
+use knoq_shared::store::sessions::{CancelOutcome, Termination};
+use knoq_shared::workflow::TURN_TIMEOUT;
+use knoq_tests::*;
+use serde_json::{Value, json};
+
+/// What a cancel may take beyond one poll interval to show its `status_terminated`.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+fn poll_interval() -> Duration {
+    Duration::from_secs(config().workflow.poll_interval_secs)
+}
+
+fn ids(transcript: &Value) -> Vec<String> {
+    transcript["events"].as_array().unwrap().iter().map(|e| e["id"].to_string()).collect()
+}
+
+/// Asserts the transcript ends with exactly one `status_terminated` (reason cancelled),
+/// with nothing after it.
+fn assert_ends_terminated_once(transcript: &Value) {
+    let types = event_types(transcript);
+    assert_eq!(count_of(transcript, "status_terminated"), 1, "{types:?}");
+    assert_eq!(types.last().map(String::as_str), Some("status_terminated"), "{types:?}");
+    let last = transcript["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["payload"], json!({ "reason": "cancelled" }));
+}
+
+const FAST: Duration = Duration::from_millis(25);
+const PATIENT: Duration = Duration::from_millis(100);
+
+#[tokio::test]
+async fn a_cancel_mid_turn_ends_the_run_within_one_poll_interval_keeping_the_transcript() {
+    let client = ApiClient::for_new_caller().await;
+    let (id, run_id) = client.create("Summarise the quarterly report").await;
+    let before = client
+        .transcript_until(&id, PATIENT, Duration::from_secs(20), |t| {
+            count_of(t, "tool_result") == 1
+        })
+        .await;
+    assert_eq!(before["workflowRunId"], run_id.as_str(), "a run is active mid-turn");
+
+    assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
+    let answered = Mono::now();
+    let after = client
+        .transcript_until(&id, FAST, poll_interval() + Duration::from_secs(10), |t| {
+            count_of(t, "status_terminated") > 0
+        })
+        .await;
+    let waited = answered.elapsed();
+    assert!(
+        waited <= poll_interval() + MARGIN,
+        "status_terminated took {waited:?}; the bound is {:?}",
+        poll_interval() + MARGIN
+    );
+
+    let (before_ids, after_ids) = (ids(&before), ids(&after));
+    assert_eq!(
+        after_ids[..before_ids.len()],
+        before_ids[..],
+        "every earlier event stays, in order"
+    );
+    assert_ends_terminated_once(&after);
+    assert_eq!(after["workflowRunId"], Value::Null);
+    assert_eq!(after["title"], "Summarise the quarterly report");
+
+    // Nothing follows, even after more poll intervals.
+    tokio::time::sleep(poll_interval() * 2 + Duration::from_millis(500)).await;
+    assert_eq!(ids(&client.transcript(&id).await), after_ids);
+    assert_eq!(client.cancel(&id).await, json!({ "ok": true, "alreadyCancelled": true }));
+    assert_eq!(execution_end(&run_id, Duration::from_secs(10)).await, "SUCCEEDED");
+    let session = session_item(&id).await.unwrap();
+    assert_eq!(attr(&session, "status"), Some("terminated"));
+    assert!(attr(&session, "active_run").is_none());
+}
+
+#[tokio::test]
+async fn a_turn_left_alone_ends_idle_after_its_minimum_length_and_a_cancel_then_ends_it_once() {
+    let client = ApiClient::for_new_caller().await;
+    let (id, run_id) = client.create("Plan a three-day trip to Lisbon").await;
+    let done = client
+        .transcript_until(&id, PATIENT, Duration::from_secs(30), |t| count_of(t, "status_idle") > 0)
+        .await;
+    let types = event_types(&done);
+    assert_eq!(types[..3], ["user_message", "tool_use", "tool_result"], "{types:?}");
+    assert!(count_of(&done, "agent_message") >= 1, "{types:?}");
+    assert_eq!(types.last().map(String::as_str), Some("status_idle"));
+    assert_eq!(count_of(&done, "status_idle"), 1);
+    let events = done["events"].as_array().unwrap();
+    assert_eq!(events[1]["payload"]["toolUseId"], events[2]["payload"]["toolUseId"]);
+    let at = |event: &Value| {
+        chrono::DateTime::parse_from_rfc3339(event["occurredAt"].as_str().unwrap()).unwrap()
+    };
+    let lasted = at(events.last().unwrap()) - at(&events[0]);
+    assert!(lasted >= chrono::Duration::seconds(8), "a local turn lasts at least 8 s: {lasted}");
+    assert_eq!(done["workflowRunId"], Value::Null);
+    assert_eq!(execution_end(&run_id, Duration::from_secs(10)).await, "SUCCEEDED");
+    assert_eq!(attr(&session_item(&id).await.unwrap(), "status"), Some("idle"));
+
+    // No run is active, so the cancel itself writes the termination, before it answers.
+    assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
+    let ended = client.transcript(&id).await;
+    assert_eq!(ids(&ended)[..events.len()], ids(&done)[..]);
+    assert_ends_terminated_once(&ended);
+    assert_eq!(client.cancel(&id).await, json!({ "ok": true, "alreadyCancelled": true }));
+    assert_eq!(count_of(&client.transcript(&id).await, "status_terminated"), 1);
+}
+
+#[tokio::test]
+async fn a_session_cancelled_before_its_first_cycle_ends_at_that_cycle() {
+    let client = ApiClient::for_new_caller().await;
+    let (id, run_id) = client.create("Never mind").await;
+    assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
+    let ended = client
+        .transcript_until(&id, FAST, poll_interval() + Duration::from_secs(10), |t| {
+            count_of(t, "status_terminated") > 0
+        })
+        .await;
+    assert_eq!(event_types(&ended), ["user_message", "status_terminated"]);
+    assert_eq!(execution_end(&run_id, Duration::from_secs(10)).await, "SUCCEEDED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_concurrent_cancels_of_a_running_turn_end_it_exactly_once() {
+    let client = ApiClient::for_new_caller().await;
+    let (id, run_id) = client.create("Race me").await;
+    client
+        .transcript_until(&id, PATIENT, Duration::from_secs(20), |t| count_of(t, "tool_use") == 1)
+        .await;
+    let answers = join_all((0..25).map(|_| client.cancel(&id))).await;
+    let firsts = answers.iter().filter(|a| **a == json!({ "ok": true })).count();
+    assert_eq!(firsts, 1, "{answers:?}");
+    client
+        .transcript_until(&id, FAST, poll_interval() + Duration::from_secs(10), |t| {
+            count_of(t, "status_terminated") > 0
+        })
+        .await;
+    tokio::time::sleep(poll_interval() * 2).await;
+    assert_ends_terminated_once(&client.transcript(&id).await);
+    assert_eq!(execution_end(&run_id, Duration::from_secs(10)).await, "SUCCEEDED");
+}
+
+/// Cancels aimed around the moment a turn finishes: some land while the run still holds the
+/// session (the run writes the termination), some just after `status_idle` (the cancel
+/// does). Either way, exactly one `status_terminated`, and it is last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancels_timed_to_land_as_the_turn_finishes_still_end_it_exactly_once() {
+    let client = ApiClient::for_new_caller().await;
+    let min_turn_ms = config().workflow.scripted_turn.as_millis() as i64;
+    let offsets_ms = [-600, -300, 0, 300, 600, 900, 1200, 2500];
+    let sessions = join_all(offsets_ms.iter().map(|_| client.create("Finish line"))).await;
+    let outcomes = join_all(sessions.iter().zip(offsets_ms).map(|((id, _), offset)| {
+        let client = &client;
+        async move {
+            let session = session_item(id).await.unwrap();
+            let started: i64 = session["run_started_at"].as_n().unwrap().parse().unwrap();
+            let aim = started + min_turn_ms + offset;
+            let wait = aim - Instant::now().epoch_millis();
+            tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+            client.cancel(id).await;
+            let ended = client
+                .transcript_until(id, PATIENT, poll_interval() + Duration::from_secs(10), |t| {
+                    count_of(t, "status_terminated") > 0
+                })
+                .await;
+            tokio::time::sleep(poll_interval() * 2).await;
+            let last = client.transcript(id).await;
+            assert_eq!(ids(&last), ids(&ended), "nothing was written after the termination");
+            assert_ends_terminated_once(&last);
+            count_of(&last, "status_idle") == 1
+        }
+    }))
+    .await;
+    assert!(!outcomes[0], "600 ms before the turn could finish, the cancel wins");
+    assert!(outcomes[offsets_ms.len() - 1], "2.5 s after it was due, the turn had finished");
+    for (_, run_id) in &sessions {
+        assert_eq!(execution_end(run_id, Duration::from_secs(10)).await, "SUCCEEDED");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_terminations_of_one_cancelled_session_write_one_event() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let scope = scope_of(&app, &caller).await;
+    let id = SessionId::new();
+    let text = MessageText::parse("no execution behind this run".into()).unwrap();
+    let run = RunId::new();
+    app.sessions.create(&scope, &id, &text, &run, TURN_TIMEOUT, Instant::now()).await.unwrap();
+    let CancelOutcome::Cancelled(session) =
+        app.sessions.cancel(&scope, &id, "req", Instant::now()).await.unwrap()
+    else {
+        panic!("first cancel");
+    };
+    let results =
+        join_all((0..20).map(|_| app.sessions.terminate(&session, "cancelled", Instant::now())))
+            .await;
+    let written = results.iter().filter(|r| matches!(r, Ok(Termination::Written))).count();
+    assert_eq!(written, 1, "{results:?}");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let types: Vec<_> = event_items(&id.as_string())
+        .await
+        .iter()
+        .map(|e| attr(e, "type").unwrap().to_owned())
+        .collect();
+    assert_eq!(types, ["user_message", "status_terminated"]);
+}
+
+#[tokio::test]
+async fn a_checker_that_keeps_failing_ends_the_turn_with_an_error_event_and_frees_the_session() {
+    let client = ApiClient::for_new_caller().await;
+    let (id, run_id) = client.create("This turn will fail").await;
+    dynamodb()
+        .await
+        .update_item()
+        .table_name(config().tables.sessions)
+        .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.clone()))
+        .update_expression("SET inject_fault = :fault")
+        .expression_attribute_values(
+            ":fault",
+            aws_sdk_dynamodb::types::AttributeValue::S(knoq_shared::turn::CHECKER_FAULT.into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let failed = client
+        .transcript_until(&id, PATIENT, Duration::from_secs(40), |t| count_of(t, "error") > 0)
+        .await;
+    let types = event_types(&failed);
+    assert_eq!(types.last().map(String::as_str), Some("error"), "{types:?}");
+    let error = failed["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(error["payload"]["errorType"], "Knoq.InjectedFault");
+    assert_eq!(failed["workflowRunId"], Value::Null, "the session is not left running");
+    assert_eq!(execution_end(&run_id, Duration::from_secs(10)).await, "FAILED");
+    let session = session_item(&id).await.unwrap();
+    assert_eq!(attr(&session, "status"), Some("idle"));
+    assert!(attr(&session, "active_run").is_none());
+
+    // With no run holding it, a cancel ends the session at once.
+    assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
+    assert_ends_terminated_once(&client.transcript(&id).await);
+}
