@@ -202,7 +202,7 @@ async fn many_concurrent_cancels_of_one_session_make_exactly_one_first_cancel() 
         }
     }))
     .await;
-    let firsts = outcomes.iter().filter(|o| matches!(o, CancelOutcome::Cancelled(_))).count();
+    let firsts = outcomes.iter().filter(|o| matches!(o, CancelOutcome::Cancelled { .. })).count();
     let already =
         outcomes.iter().filter(|o| matches!(o, CancelOutcome::AlreadyCancelled(_))).count();
     assert_eq!((firsts, already), (1, 119));

@@ -117,6 +117,7 @@ async fn main() {
     let bare_keys: Vec<String> = variants[0].work.iter().flat_map(|(_, ids)| ids.clone()).collect();
     let mut bare = Vec::new();
     let mut conditional = Vec::new();
+    let mut returning = Vec::new();
     let mut counter = Vec::new();
     let unlimited = RouteLimits {
         route: "bench",
@@ -179,6 +180,20 @@ async fn main() {
                 .await
                 .expect("conditional UpdateItem");
             conditional.push(t.elapsed());
+            // ...and asking for the updated attributes back, as the cancel does to learn
+            // whether a run is live: what the emulator charges for building return values.
+            let owner = AttributeValue::S(variants[0].work[user].0.user_id.clone());
+            let t = Mono::now();
+            touch()
+                .condition_expression(
+                    "attribute_exists(id) AND user_id = :user AND attribute_not_exists(bench_never)",
+                )
+                .expression_attribute_values(":user", owner)
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+                .send()
+                .await
+                .expect("conditional UpdateItem returning values");
+            returning.push(t.elapsed());
             // One rate-limit counter update, the cancel's first write.
             let t = Mono::now();
             counter_app.limiter.admit(&counter_scope, &unlimited, Instant::now()).await.unwrap();
@@ -209,6 +224,7 @@ async fn main() {
     };
     row("bare UpdateItem", &mut bare, 1.0);
     row("conditional UpdateItem", &mut conditional, 1.0);
+    row("  + ReturnValues UPDATED_NEW", &mut returning, 1.0);
     row("rate-limit counter update", &mut counter, 1.0);
     let ratios: Vec<f64> = variants
         .iter_mut()

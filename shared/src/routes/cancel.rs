@@ -34,9 +34,15 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
     let body = JsonObject::from_request(request)?;
     let session_id = parse_session_id(&body)?;
     match app.sessions.cancel(&scope, &session_id, &request_id(request), now).await? {
-        CancelOutcome::Cancelled(session) => {
-            tracing::info!(session_id = %session_id, "session cancelled");
-            end_unless_a_run_will(app, &session, now).await?;
+        CancelOutcome::Cancelled { run_is_live } => {
+            tracing::info!(session_id = %session_id, run_is_live, "session cancelled");
+            if !run_is_live {
+                // One strongly consistent read, only on this path: the termination needs the
+                // session's last event id.
+                if let Some(session) = app.sessions.get(&session_id.as_string()).await? {
+                    end_unless_a_run_will(app, &session, now).await?;
+                }
+            }
             Ok(json!({ "ok": true }))
         }
         CancelOutcome::AlreadyCancelled(session) => {

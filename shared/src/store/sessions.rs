@@ -3,7 +3,8 @@
 //! A session item: `id, owner (org#user), user_id, org_id, title, status, created_at,
 //! updated_at, last_event_id`; while a turn runs, `active_run, run_started_at,
 //! run_expires_at, turn_step`; once cancelled, `cancelled_at, cancelled_by,
-//! cancel_request_id`; once ended for good, `terminated_at`.
+//! cancel_request_id, cancel_saw_run_until` (the live run's expiry then; 0 for none); once
+//! ended for good, `terminated_at`.
 //!
 //! Every event is appended in one transaction with an update of its session item, and that
 //! update carries the guard that decides whether the event may be written at all:
@@ -148,9 +149,12 @@ impl NewEvent {
 /// What one cancel request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// This request stamped `cancelled_at`: it is the first cancel. The session as it is
-    /// now, so the caller can see whether a run is in flight.
-    Cancelled(Box<SessionRecord>),
+    /// This request stamped `cancelled_at`: it is the first cancel.
+    Cancelled {
+        /// Whether a live run holds the session (it will write `status_terminated` at its
+        /// next poll); when not, the caller must end the session itself.
+        run_is_live: bool,
+    },
     /// The session was already cancelled; the stored timestamp is left as it was. The
     /// session as it was, so the caller can finish a termination a failed request left out.
     AlreadyCancelled(Box<SessionRecord>),
@@ -255,8 +259,13 @@ impl SessionStore {
     /// the session exists, belongs to `scope` (user AND organisation) and is not cancelled
     /// yet. When the condition fails, DynamoDB returns the old item
     /// (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), which tells "already cancelled" from
-    /// "not found or not yours" without a read before the write. On success it returns the
-    /// new item, which says whether a run is in flight to end the session.
+    /// "not found or not yours" without a read before the write.
+    ///
+    /// The same write says whether a live run holds the session, without returning the whole
+    /// item: it copies the active run's expiry (0 when there is none) into
+    /// `cancel_saw_run_until`, a new attribute, so it comes back with the other updated ones
+    /// (`UPDATED_NEW`; an emulator that returns only changed attributes returns it too). A run
+    /// is live when that expiry is still ahead.
     pub async fn cancel(
         &self,
         scope: &UserScope,
@@ -272,24 +281,29 @@ impl SessionStore {
             .key("id", s(id.as_string()))
             .update_expression(
                 "SET cancelled_at = :now, cancelled_by = :user, cancel_request_id = :rid, \
-                 updated_at = :now",
+                 updated_at = :now, \
+                 cancel_saw_run_until = if_not_exists(run_expires_at, :no_run)",
             )
             .condition_expression(
                 "attribute_exists(id) AND user_id = :user AND org_id = :org \
                  AND attribute_not_exists(cancelled_at)",
             )
             .expression_attribute_values(":now", s(&at))
+            .expression_attribute_values(":no_run", n(0))
             .expression_attribute_values(":user", s(scope.user_id()))
             .expression_attribute_values(":org", s(scope.org_id()))
             .expression_attribute_values(":rid", s(request_id))
-            .return_values(ReturnValue::AllNew)
+            .return_values(ReturnValue::UpdatedNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(output) => {
-                let item = output.attributes.unwrap_or_default();
-                Ok(CancelOutcome::Cancelled(Box::new(SessionRecord::from_item(&item)?)))
+                let updated = output.attributes.unwrap_or_default();
+                let run_until = get_i64(&updated, "cancel_saw_run_until").ok_or_else(|| {
+                    StoreError::Corrupt("cancel did not return cancel_saw_run_until".into())
+                })?;
+                Ok(CancelOutcome::Cancelled { run_is_live: run_until > now.epoch_millis() })
             }
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
