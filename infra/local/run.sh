@@ -84,7 +84,8 @@ start_functions() {
 wait_for_routes() {
   local deadline=$((SECONDS + 300)) route status
   for route in "POST /api/managed-agents/cancel" "POST /api/managed-agents/session" \
-    "GET /api/managed-agents/transcript"; do
+    "GET /api/managed-agents/transcript" "POST /api/managed-agents/message" \
+    "GET /api/managed-agents/sessions" "DELETE /api/managed-agents/session"; do
     while :; do
       status=$(curl -s -o /dev/null -w '%{http_code}' -X "${route% *}" \
         "http://127.0.0.1:$API_PORT${route#* }" || true)

@@ -158,6 +158,7 @@ impl Config {
             limit("RATE_LIMIT_CANCEL_PER_MINUTE", defaults.cancel.limits[0].max)?,
             limit("RATE_LIMIT_SESSIONS_PER_MINUTE", defaults.create_session.limits[0].max)?,
             limit("RATE_LIMIT_SESSIONS_PER_HOUR", defaults.create_session.limits[1].max)?,
+            limit("RATE_LIMIT_MESSAGES_PER_MINUTE", defaults.message.limits[0].max)?,
         );
         Ok(Self {
             tables: Tables {
@@ -212,7 +213,7 @@ mod tests {
         let mut vars = complete();
         vars.insert("RATE_LIMIT_SESSIONS_PER_HOUR", "50");
         let limits = read(&vars).unwrap().rate_limits;
-        assert_eq!(limits, RateLimits::new(30, 10, 50));
+        assert_eq!(limits, RateLimits::new(30, 10, 50, 60));
         vars.insert("RATE_LIMIT_CANCEL_PER_MINUTE", "0");
         let err = read(&vars).unwrap_err();
         assert!(err.to_string().contains("RATE_LIMIT_CANCEL_PER_MINUTE"), "{err}");

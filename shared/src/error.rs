@@ -25,6 +25,9 @@ pub enum ApiError {
     /// No such session for this user and organisation (also another tenant's session).
     #[error("session not found")]
     SessionNotFound,
+    /// The session was cancelled: it takes no new turn.
+    #[error("session was cancelled; it accepts no new messages")]
+    SessionCancelled,
     /// The body is larger than the route accepts.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -61,6 +64,7 @@ impl ApiError {
             Self::ForeignOrigin { .. } | Self::PlanForbids(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::SessionNotFound => StatusCode::NOT_FOUND,
+            Self::SessionCancelled => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::WorkflowUnavailable => StatusCode::BAD_GATEWAY,
@@ -101,6 +105,7 @@ mod tests {
             (ApiError::PlanForbids("plan"), 403),
             (ApiError::BadRequest("sessionId is required".into()), 400),
             (ApiError::SessionNotFound, 404),
+            (ApiError::SessionCancelled, 409),
             (ApiError::PayloadTooLarge { limit: 10 }, 413),
             (ApiError::WorkflowUnavailable, 502),
             (ApiError::Store(StoreError::Corrupt("x".into())), 500),

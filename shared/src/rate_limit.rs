@@ -96,12 +96,24 @@ pub struct RateLimits {
     pub cancel: RouteLimits,
     /// `POST /session`: 10 a minute and 20 an hour per user by default.
     pub create_session: RouteLimits,
+    /// `POST /message`: 60 a minute per user by default.
+    pub message: RouteLimits,
 }
 
 impl RateLimits {
     /// The limits with these maxima.
-    pub fn new(cancel_per_minute: u32, sessions_per_minute: u32, sessions_per_hour: u32) -> Self {
+    pub fn new(
+        cancel_per_minute: u32,
+        sessions_per_minute: u32,
+        sessions_per_hour: u32,
+        messages_per_minute: u32,
+    ) -> Self {
         Self {
+            message: RouteLimits {
+                route: "message",
+                what: "messages",
+                limits: vec![Limit::per_minute(messages_per_minute)],
+            },
             cancel: RouteLimits {
                 route: "cancel",
                 what: "cancel requests",
@@ -120,9 +132,10 @@ impl RateLimits {
 }
 
 impl Default for RateLimits {
-    /// The contract's limits: 30 cancels a minute; 10 sessions a minute and 20 an hour.
+    /// The contract's limits: 30 cancels a minute; 10 sessions a minute and 20 an hour;
+    /// 60 messages a minute.
     fn default() -> Self {
-        Self::new(30, 10, 20)
+        Self::new(30, 10, 20, 60)
     }
 }
 
@@ -274,11 +287,12 @@ mod tests {
     #[test]
     fn counter_keys_separate_routes_users_and_windows() {
         let scope = UserScope::from_auth_record("u1".into(), "o1".into());
-        let RateLimits { cancel, create_session } = RateLimits::default();
+        let RateLimits { cancel, create_session, message } = RateLimits::default();
         let minute = Limit::per_minute(10);
         let window = minute.window_at(Instant::from_epoch_millis(120_000));
         assert_eq!(counter_key(&scope, &create_session, minute, window), "create-session#u1#60#2");
         assert_eq!(counter_key(&scope, &cancel, minute, window), "cancel#u1#60#2");
+        assert_eq!(counter_key(&scope, &message, minute, window), "message#u1#60#2");
     }
 
     #[test]
@@ -286,6 +300,7 @@ mod tests {
         let limits = RateLimits::default();
         assert_eq!(limits.cancel.limits, [Limit { max: 30, window_secs: 60 }]);
         assert_eq!(limits.create_session.limits, [Limit::per_minute(10), Limit::per_hour(20)]);
+        assert_eq!(limits.message.limits, [Limit::per_minute(60)]);
         assert_eq!(Limit::per_hour(1).window_name(), "hour");
     }
 }

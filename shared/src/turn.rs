@@ -1,12 +1,13 @@
 //! The checker: what the turn workflow's poll step runs on every cycle.
 //!
 //! Each `poll` reads the session (one strongly consistent `GetItem`) and then, in order:
-//! 1. session gone (deleted) → stop, writing nothing;
+//! 1. session gone or being deleted → stop, writing nothing;
 //! 2. session cancelled → write the one `status_terminated` event (unless the cancel
 //!    function or an earlier cycle already did) and stop: the graceful exit;
 //! 3. this run is no longer the session's active run → stop, writing nothing;
 //! 4. otherwise ask the [`Agent`] for one step and append its event under the run's guard;
-//!    when the agent has finished, append `status_idle`, which also clears the run.
+//!    when the agent has finished, start the next turn if user messages were queued during
+//!    this one, else append `status_idle`, which also clears the run.
 //!
 //! A `fail` (the state machine's `Catch` path) writes an `error` event and frees the session,
 //! unless it was cancelled meanwhile (then `status_terminated`, as above).
@@ -78,7 +79,7 @@ pub enum Outcome {
     /// The session was cancelled; `status_terminated` is written (by this run or the
     /// cancel function).
     Cancelled,
-    /// The session no longer exists.
+    /// The session no longer exists, or is being deleted.
     Gone,
     /// The session's active run is not this one any more.
     Superseded,
@@ -188,6 +189,12 @@ impl<A: Agent> Checker<A> {
         let (event, finish) = match self.agent.advance(&turn, now).await? {
             Step::Pending => return Ok(CheckerResponse::go_on()),
             Step::Emit(event) => (event, false),
+            Step::Finished if session.queued_messages > 0 => {
+                if self.sessions.start_next_turn(&session, run, now).await? {
+                    return Ok(CheckerResponse::go_on());
+                }
+                return self.after_refusal(session_id, run_id, now).await;
+            }
             Step::Finished => {
                 (NewEvent::new(EventType::StatusIdle, json!({ "stopReason": "end_turn" })), true)
             }
@@ -225,7 +232,7 @@ impl<A: Agent> Checker<A> {
                 return Ok(CheckerResponse::stop(Outcome::Failed));
             }
         }
-        Err(StoreError::Corrupt(format!("session {session_id}: events kept racing the failure"))
+        Err(StoreError::Unfinished(format!("session {session_id}: events kept racing the failure"))
             .into())
     }
 
@@ -237,6 +244,9 @@ impl<A: Agent> Checker<A> {
         run_id: &RunId,
         now: Instant,
     ) -> Result<Option<CheckerResponse>, CheckerError> {
+        if session.deleted_at.is_some() {
+            return Ok(Some(CheckerResponse::stop(Outcome::Gone)));
+        }
         if session.cancelled_at.is_some() {
             self.sessions.terminate(session, "cancelled", now).await?;
             return Ok(Some(CheckerResponse::stop(Outcome::Cancelled)));

@@ -295,6 +295,27 @@ impl ApiClient {
         self.send(self.http.get(api_url(path)).query(query)).await
     }
 
+    /// DELETEs the route `path` with query parameters, with the client's Origin.
+    pub async fn delete(&self, path: &str, query: &[(&str, &str)]) -> Answer {
+        let mut request = self.http.delete(api_url(path)).query(query);
+        if let Some(origin) = &self.origin {
+            request = request.header("origin", origin);
+        }
+        self.send(request).await
+    }
+
+    /// Sends a message to a session; the whole answer.
+    pub async fn message(&self, id: &str, text: &str) -> Answer {
+        self.post("message", serde_json::json!({ "sessionId": id, "text": text }).to_string()).await
+    }
+
+    /// The caller's session summaries (status 200 asserted).
+    pub async fn sessions(&self) -> Vec<Value> {
+        let (status, _, body) = self.get("sessions", &[]).await;
+        assert_eq!(status, 200, "{body}");
+        body["sessions"].as_array().expect("sessions").clone()
+    }
+
     /// Creates a session; its id and run id.
     pub async fn create(&self, text: &str) -> (String, String) {
         let (status, _, body) =
@@ -339,6 +360,11 @@ impl ApiClient {
             tokio::time::sleep(every).await;
         }
     }
+}
+
+/// A number attribute of an item.
+pub fn number(item: &Item, name: &str) -> Option<i64> {
+    item.get(name).and_then(|value| value.as_n().ok()).and_then(|raw| raw.parse().ok())
 }
 
 /// The `type` of every event of a transcript answer, in order.

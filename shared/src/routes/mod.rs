@@ -3,6 +3,9 @@
 
 pub mod cancel;
 pub mod create_session;
+pub mod delete_session;
+pub mod list_sessions;
+pub mod message;
 pub mod transcript;
 
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};

@@ -4,7 +4,10 @@
 //! after the session's last one, so "the events after X" is a key condition
 //! (`event_id > :since`) on one partition, never a scan or a filter.
 
+use std::time::Duration;
+
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
 use serde_json::Value;
 
 use super::{StoreError, get_s, require_s, s};
@@ -22,6 +25,11 @@ pub struct StoredEvent {
     /// The event's JSON payload.
     pub payload: Value,
 }
+
+/// Most items one `BatchWriteItem` may carry (a DynamoDB limit).
+const BATCH_WRITE_MAX: usize = 25;
+/// How many times unprocessed deletes of one batch are sent again, with growing waits.
+const UNPROCESSED_RETRIES: u32 = 8;
 
 /// One page of a transcript.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,5 +111,74 @@ impl EventStore {
         let has_more = events.len() > limit;
         events.truncate(limit);
         Ok(EventPage { events, has_more })
+    }
+
+    /// Deletes every event of `session_id`: pages of keys from a strongly consistent
+    /// `Query`, removed with `BatchWriteItem` in batches of 25, unprocessed items sent again
+    /// with a growing wait. The session must already refuse new events (marked deleted), so
+    /// the pages see them all. Returns how many were deleted.
+    pub async fn purge(&self, session_id: &str) -> Result<usize, StoreError> {
+        let mut deleted = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("session_id = :id")
+                .expression_attribute_values(":id", s(session_id))
+                .projection_expression("session_id, event_id")
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| StoreError::sdk("Query", e))?;
+            let keys = page.items.unwrap_or_default();
+            for chunk in keys.chunks(BATCH_WRITE_MAX) {
+                let requests = chunk
+                    .iter()
+                    .map(|key| {
+                        let delete = DeleteRequest::builder()
+                            .set_key(Some(key.clone()))
+                            .build()
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        Ok(WriteRequest::builder().delete_request(delete).build())
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                self.write_all(requests).await?;
+                deleted += chunk.len();
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(deleted),
+            }
+        }
+    }
+
+    /// Sends one batch, then what DynamoDB left unprocessed, until none is left.
+    async fn write_all(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for attempt in 0..=UNPROCESSED_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+            }
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(|e| StoreError::sdk("BatchWriteItem", e))?;
+            requests = output
+                .unprocessed_items
+                .and_then(|mut left| left.remove(&self.table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unfinished(format!(
+            "{} event deletes still unprocessed after {UNPROCESSED_RETRIES} retries",
+            requests.len()
+        )))
     }
 }

@@ -35,6 +35,10 @@ pub enum StoreError {
     /// An item did not have the shape this code writes.
     #[error("stored item is malformed: {0}")]
     Corrupt(String),
+    /// DynamoDB kept refusing part of the work (unprocessed items, writes racing a guard)
+    /// after every retry.
+    #[error("DynamoDB did not finish: {0}")]
+    Unfinished(String),
 }
 
 impl StoreError {

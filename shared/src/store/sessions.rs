@@ -4,7 +4,9 @@
 //! updated_at, last_event_id`; while a turn runs, `active_run, run_started_at,
 //! run_expires_at, turn_step`; once cancelled, `cancelled_at, cancelled_by,
 //! cancel_request_id, cancel_saw_run_until` (the live run's expiry then; 0 for none); once
-//! ended for good, `terminated_at`.
+//! ended for good, `terminated_at`; `queued_messages` (user messages waiting for the next turn
+//! of the active run) and `runs_started`; while being deleted, `deleted_at` and the TTL
+//! `expires_at` (the backstop if the purge is interrupted).
 //!
 //! Every event is appended in one transaction with an update of its session item, and that
 //! update carries the guard that decides whether the event may be written at all:
@@ -14,13 +16,15 @@
 //!   expects, and the session is not cancelled: so no agent event can follow a cancel, and a
 //!   retried step cannot write twice;
 //! - `status_terminated` only once: `attribute_not_exists(terminated_at)`, set in the same
-//!   write. Whoever tries second (the cancel function or the run) finds it set.
+//!   write. Whoever tries second (the cancel function or the run) finds it set;
+//! - nothing at all once the session is being deleted (`attribute_not_exists(deleted_at)`), so
+//!   the purge, which reads the events after marking the session, sees every one of them.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    AttributeValue, KeysAndAttributes, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
 };
 use serde_json::Value;
 
@@ -39,7 +43,17 @@ pub const STATUS_TERMINATED: &str = "terminated";
 const APPEND_ATTEMPTS: u32 = 5;
 
 /// The attributes that describe the active run; removed together when it ends.
-const RUN_ATTRIBUTES: &str = "active_run, run_started_at, run_expires_at, turn_step";
+const RUN_ATTRIBUTES: &str =
+    "active_run, run_started_at, run_expires_at, turn_step, queued_messages";
+
+/// The sessions table's index of a user's sessions in an organisation by `updated_at`.
+pub const OWNER_INDEX: &str = "by_owner";
+
+/// How many times keys or items DynamoDB left unprocessed are sent again.
+const UNPROCESSED_RETRIES: u32 = 8;
+
+/// How long a session marked deleted may outlive an interrupted purge: its TTL.
+const DELETED_SESSION_TTL_SECS: i64 = 24 * 3600;
 
 /// The run a session has in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +93,10 @@ pub struct SessionRecord {
     pub cancelled_at: Option<String>,
     /// When `status_terminated` was written, if it was.
     pub terminated_at: Option<String>,
+    /// User messages queued for the active run's next turn.
+    pub queued_messages: u32,
+    /// When a delete began, if one did: the session is then gone for every route.
+    pub deleted_at: Option<String>,
     /// A fault a test asked the checker to raise (`inject_fault`); honoured only where
     /// fault injection is enabled.
     pub injected_fault: Option<String>,
@@ -109,8 +127,24 @@ impl SessionRecord {
             active_run,
             cancelled_at: get_s(item, "cancelled_at").map(str::to_owned),
             terminated_at: get_s(item, "terminated_at").map(str::to_owned),
+            queued_messages: get_i64(item, "queued_messages")
+                .map_or(Ok(0), u32::try_from)
+                .map_err(|_| StoreError::Corrupt("queued_messages out of range".into()))?,
+            deleted_at: get_s(item, "deleted_at").map(str::to_owned),
             injected_fault: get_s(item, "inject_fault").map(str::to_owned),
         })
+    }
+
+    /// The status a client sees: `terminated` once cancelled (the run, if any, ends within
+    /// one poll), `running` while a live run holds the session, `idle` otherwise.
+    pub fn visible_status(&self, now: Instant) -> &'static str {
+        if self.cancelled_at.is_some() {
+            STATUS_TERMINATED
+        } else if self.live_run(now).is_some() {
+            STATUS_RUNNING
+        } else {
+            STATUS_IDLE
+        }
     }
 
     /// Whether the session belongs to this user in this organisation.
@@ -162,12 +196,24 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// What a delete request found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteMark {
+    /// This request marked the session deleted: purge it.
+    Marked,
+    /// A delete began before (its purge may have been interrupted): the session is already
+    /// gone for the caller, but its purge can be finished.
+    AlreadyDeleting,
+    /// No such session for this user and organisation.
+    NotFound,
+}
+
 /// What an attempt to write `status_terminated` found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Termination {
     /// This call wrote it.
     Written,
-    /// It was already written (by the other party), or the session is gone.
+    /// It was already written (by the other party), or the session is gone or being deleted.
     NotNeeded,
 }
 
@@ -214,6 +260,8 @@ impl SessionStore {
             .item("run_started_at", n(now.epoch_millis()))
             .item("run_expires_at", n(expires_at))
             .item("turn_step", n(0))
+            .item("queued_messages", n(0))
+            .item("runs_started", n(1))
             .condition_expression("attribute_not_exists(id)")
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -252,7 +300,10 @@ impl SessionStore {
         scope: &UserScope,
         id: &SessionId,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.get(&id.as_string()).await?.filter(|session| session.is_owned_by(scope)))
+        Ok(self
+            .get(&id.as_string())
+            .await?
+            .filter(|session| session.is_owned_by(scope) && session.deleted_at.is_none()))
     }
 
     /// Cancels a session with ONE conditional `UpdateItem`: it stamps `cancelled_at` only if
@@ -286,7 +337,7 @@ impl SessionStore {
             )
             .condition_expression(
                 "attribute_exists(id) AND user_id = :user AND org_id = :org \
-                 AND attribute_not_exists(cancelled_at)",
+                 AND attribute_not_exists(cancelled_at) AND attribute_not_exists(deleted_at)",
             )
             .expression_attribute_values(":now", s(&at))
             .expression_attribute_values(":no_run", n(0))
@@ -326,7 +377,7 @@ impl SessionStore {
             NewEvent::new(EventType::StatusTerminated, serde_json::json!({ "reason": reason }));
         let mut session = session.clone();
         for _ in 0..APPEND_ATTEMPTS {
-            if session.terminated_at.is_some() {
+            if session.terminated_at.is_some() || session.deleted_at.is_some() {
                 return Ok(Termination::NotNeeded);
             }
             let append = Append {
@@ -351,8 +402,9 @@ impl SessionStore {
 
     /// Appends one event of `run`'s agent step `run.step`, if `run` is still the session's
     /// active run at that step and the session is not cancelled. With `finish`, the event
-    /// ends the turn: the run is cleared and the session goes idle. `false` when the guard
-    /// refused (cancelled, superseded, or the step was already written).
+    /// ends the turn and the run: the run is cleared and the session goes idle, only if no
+    /// user message is queued for it. `false` when the guard refused (cancelled, superseded,
+    /// a message queued meanwhile, or the step was already written).
     pub async fn append_turn_event(
         &self,
         session: &SessionRecord,
@@ -364,13 +416,26 @@ impl SessionStore {
         let append = Append {
             set: if finish { ", #status = :idle" } else { ", turn_step = :next" },
             remove: finish.then_some(RUN_ATTRIBUTES),
-            condition: "active_run = :run AND turn_step = :step \
-                        AND attribute_not_exists(cancelled_at)",
-            values: vec![
-                (":run", s(run.id.as_str())),
-                (":step", n(run.step)),
-                if finish { (":idle", s(STATUS_IDLE)) } else { (":next", n(run.step + 1)) },
-            ],
+            condition: if finish {
+                "active_run = :run AND turn_step = :step \
+                 AND attribute_not_exists(cancelled_at) AND queued_messages = :none"
+            } else {
+                "active_run = :run AND turn_step = :step AND attribute_not_exists(cancelled_at)"
+            },
+            values: if finish {
+                vec![
+                    (":run", s(run.id.as_str())),
+                    (":step", n(run.step)),
+                    (":idle", s(STATUS_IDLE)),
+                    (":none", n(0)),
+                ]
+            } else {
+                vec![
+                    (":run", s(run.id.as_str())),
+                    (":step", n(run.step)),
+                    (":next", n(run.step + 1)),
+                ]
+            },
         };
         self.append(session, event, append, now).await
     }
@@ -393,6 +458,232 @@ impl SessionStore {
         self.append(session, event, append, now).await
     }
 
+    /// Appends the user message `event` and makes `run` the session's active run, if no
+    /// live run holds the session (none, or one dead past its timeout) and it is not
+    /// cancelled. The caller then starts the run's execution. `false` when refused.
+    pub async fn append_message_starting_run(
+        &self,
+        session: &SessionRecord,
+        event: &NewEvent,
+        run: &RunId,
+        run_timeout: std::time::Duration,
+        now: Instant,
+    ) -> Result<bool, StoreError> {
+        let append = Append {
+            set: ", active_run = :run, run_started_at = :now_ms, run_expires_at = :expires, \
+                  turn_step = :zero, queued_messages = :zero, #status = :running, \
+                  runs_started = if_not_exists(runs_started, :zero) + :one",
+            remove: None,
+            condition: "attribute_not_exists(cancelled_at) \
+                        AND (attribute_not_exists(active_run) OR run_expires_at <= :now_ms)",
+            values: vec![
+                (":run", s(run.as_str())),
+                (":now_ms", n(now.epoch_millis())),
+                (":expires", n(now.epoch_millis() + run_timeout.as_millis() as i64)),
+                (":zero", n(0)),
+                (":one", n(1)),
+                (":running", s(STATUS_RUNNING)),
+            ],
+        };
+        self.append(session, event, append, now).await
+    }
+
+    /// Appends the user message `event` and queues it for `run`'s next turn, if `run` is
+    /// still the session's active run and the session is not cancelled. `false` when
+    /// refused (the run ended meanwhile: start a new one instead).
+    pub async fn append_message_queued(
+        &self,
+        session: &SessionRecord,
+        event: &NewEvent,
+        run: &RunId,
+        now: Instant,
+    ) -> Result<bool, StoreError> {
+        let append = Append {
+            set: ", queued_messages = if_not_exists(queued_messages, :zero) + :one",
+            remove: None,
+            condition: "active_run = :run AND attribute_not_exists(cancelled_at)",
+            values: vec![(":run", s(run.as_str())), (":zero", n(0)), (":one", n(1))],
+        };
+        self.append(session, event, append, now).await
+    }
+
+    /// Starts `run`'s next turn, for the user messages queued during the one that just
+    /// finished: the step counter and turn clock restart and the queue is emptied, if
+    /// nothing changed since the read. Writes no event (the next turn's events follow the
+    /// queued messages). `false` when refused.
+    pub async fn start_next_turn(
+        &self,
+        session: &SessionRecord,
+        run: &ActiveRun,
+        now: Instant,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.sessions_table)
+            .key("id", s(&session.id))
+            .update_expression(
+                "SET turn_step = :zero, run_started_at = :now_ms, queued_messages = :zero",
+            )
+            .condition_expression(
+                "attribute_exists(id) AND attribute_not_exists(deleted_at) \
+                 AND attribute_not_exists(cancelled_at) AND active_run = :run \
+                 AND turn_step = :step AND queued_messages = :seen",
+            )
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now_ms", n(now.epoch_millis()))
+            .expression_attribute_values(":run", s(run.id.as_str()))
+            .expression_attribute_values(":step", n(run.step))
+            .expression_attribute_values(":seen", n(session.queued_messages))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+                _ => Err(StoreError::sdk("UpdateItem", error)),
+            },
+        }
+    }
+
+    /// Marks the caller's session deleted, cancelling it if it was not (so a run in flight
+    /// exits at its next poll, writing nothing), with one conditional `UpdateItem`. From
+    /// then on every route answers 404 for it and no event can be appended. The item gets
+    /// a TTL, the backstop should the purge that follows be interrupted.
+    pub async fn mark_deleted(
+        &self,
+        scope: &UserScope,
+        id: &SessionId,
+        now: Instant,
+    ) -> Result<DeleteMark, StoreError> {
+        let at = now.rfc3339();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.sessions_table)
+            .key("id", s(id.as_string()))
+            .update_expression(
+                "SET deleted_at = :now, cancelled_at = if_not_exists(cancelled_at, :now), \
+                 updated_at = :now, expires_at = :ttl",
+            )
+            .condition_expression(
+                "attribute_exists(id) AND user_id = :user AND org_id = :org \
+                 AND attribute_not_exists(deleted_at)",
+            )
+            .expression_attribute_values(":now", s(&at))
+            .expression_attribute_values(":ttl", n(now.epoch_secs() + DELETED_SESSION_TTL_SECS))
+            .expression_attribute_values(":user", s(scope.user_id()))
+            .expression_attribute_values(":org", s(scope.org_id()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(DeleteMark::Marked),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    let owned = failed.item().is_some_and(|old| {
+                        get_s(old, "user_id") == Some(scope.user_id())
+                            && get_s(old, "org_id") == Some(scope.org_id())
+                            && get_s(old, "deleted_at").is_some()
+                    });
+                    Ok(if owned { DeleteMark::AlreadyDeleting } else { DeleteMark::NotFound })
+                }
+                _ => Err(StoreError::sdk("UpdateItem", error)),
+            },
+        }
+    }
+
+    /// The caller's sessions, newest `updated_at` first, at most `limit`: a `Query` of the
+    /// `by_owner` index (never a scan), then one strongly consistent `BatchGetItem` of those
+    /// ids, because an index is eventually consistent: a session deleted (or changed) a
+    /// moment ago must not be listed as it was.
+    pub async fn list_owned(
+        &self,
+        scope: &UserScope,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let listed = self
+            .client
+            .query()
+            .table_name(&self.sessions_table)
+            .index_name(OWNER_INDEX)
+            .key_condition_expression("#owner = :owner")
+            .expression_attribute_names("#owner", "owner")
+            .expression_attribute_values(":owner", s(scope.owner_key()))
+            .projection_expression("id")
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| StoreError::sdk("Query", e))?;
+        let ids: Vec<String> =
+            listed.items().iter().filter_map(|item| get_s(item, "id")).map(str::to_owned).collect();
+        let mut sessions = Vec::with_capacity(ids.len());
+        let mut keys: Vec<Item> =
+            ids.iter().map(|id| Item::from([("id".to_owned(), s(id))])).collect();
+        for attempt in 0..=UNPROCESSED_RETRIES {
+            if keys.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(6))).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.sessions_table, request)
+                .send()
+                .await
+                .map_err(|e| StoreError::sdk("BatchGetItem", e))?;
+            for item in output
+                .responses
+                .unwrap_or_default()
+                .remove(&self.sessions_table)
+                .unwrap_or_default()
+            {
+                let session = SessionRecord::from_item(&item)?;
+                if session.is_owned_by(scope) && session.deleted_at.is_none() {
+                    sessions.push(session);
+                }
+            }
+            keys = output
+                .unprocessed_keys
+                .and_then(|mut left| left.remove(&self.sessions_table))
+                .map(|left| left.keys)
+                .unwrap_or_default();
+        }
+        if !keys.is_empty() {
+            return Err(StoreError::Unfinished(format!("{} sessions left unread", keys.len())));
+        }
+        sessions.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| b.id.cmp(&a.id)));
+        Ok(sessions)
+    }
+
+    /// Removes a session item marked deleted (the last step of a delete).
+    pub async fn remove_deleted(&self, id: &SessionId) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.sessions_table)
+            .key("id", s(id.as_string()))
+            .condition_expression("attribute_exists(deleted_at)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => match error.as_service_error() {
+                // Already removed by a concurrent delete: the outcome is the same.
+                Some(aws_sdk_dynamodb::operation::delete_item::DeleteItemError::ConditionalCheckFailedException(_)) => Ok(()),
+                _ => Err(StoreError::sdk("DeleteItem", error)),
+            },
+        }
+    }
+
     /// One transaction: the guarded update of the session item (which also records the new
     /// last event and `updated_at`) and the event's put. `false` when a condition refused.
     async fn append(
@@ -413,7 +704,8 @@ impl SessionStore {
                 append.set
             ))
             .condition_expression(format!(
-                "attribute_exists(id) AND last_event_id < :event AND ({})",
+                "attribute_exists(id) AND attribute_not_exists(deleted_at) \
+                 AND last_event_id < :event AND ({})",
                 append.condition
             ))
             .expression_attribute_values(":event", s(event_id.as_str()))
@@ -477,7 +769,8 @@ fn classify_failed_cancel(
     };
     let owned = get_s(old, "user_id") == Some(scope.user_id())
         && get_s(old, "org_id") == Some(scope.org_id());
-    if owned && get_s(old, "cancelled_at").is_some() {
+    let deleted = get_s(old, "deleted_at").is_some();
+    if owned && !deleted && get_s(old, "cancelled_at").is_some() {
         return Ok(CancelOutcome::AlreadyCancelled(Box::new(SessionRecord::from_item(old)?)));
     }
     Ok(CancelOutcome::NotFound)
