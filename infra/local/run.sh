@@ -98,6 +98,22 @@ wait_for_routes() {
 
 load_env() { set -a; . "$ROOT/$ENV_FILE"; set +a; }
 
+# Schemathesis against the running stack with openapi.yaml (infra/fuzz/schemathesis.toml):
+# the generated phases, then the stateful one (create -> transcript, message, cancel,
+# delete through the document's links), each as a fresh user so that one phase's rate
+# limits do not starve the other. Any 5xx or response that breaks the document fails.
+fuzz() {
+  local phases user
+  for phases in coverage,fuzzing stateful; do
+    user="fuzz-${phases%%,*}-$(date +%s%N)"
+    (cd .local && KNOQ_FUZZ_TOKEN=$("$KNOQ_ADMIN_BIN" issue-token --user "$user" --org "$user") \
+      PYTHONPATH="$ROOT/infra/fuzz" SCHEMATHESIS_HOOKS=hooks \
+      timeout 600 "$ROOT/.venv/bin/st" --config-file "$ROOT/infra/fuzz/schemathesis.toml" \
+        run "$ROOT/openapi.yaml" --checks all --exclude-checks unsupported_method \
+        --phases "$phases" --no-color)
+  done
+}
+
 case "$MODE" in
   dev)
     cargo build --workspace --bins
@@ -123,7 +139,10 @@ MSG
     load_env
     export KNOQ_API_URL="http://127.0.0.1:$API_PORT"
     export KNOQ_ADMIN_BIN="$ROOT/target/debug/knoq-admin"
+    export KNOQ_ALLOWED_ORIGIN="$ORIGIN"
     cargo nextest run --workspace --no-fail-fast
+    "$PY" -m unittest discover -s infra/fuzz -p "test_*.py"
+    fuzz
     ;;
   bench)
     cargo build --release -p knoq-tests --bench cancel

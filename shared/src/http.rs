@@ -127,6 +127,14 @@ mod tests {
     }
 
     #[test]
+    fn bytes_that_are_not_utf8_are_a_bad_request_not_a_failure() {
+        let req = lambda_http::http::Request::builder()
+            .body(Body::Binary(vec![0xff, 0xfe, b'{', 0x80]))
+            .unwrap();
+        assert_eq!(message(JsonObject::from_request(&req)), "request body is not valid JSON");
+    }
+
+    #[test]
     fn binary_bodies_are_read_too() {
         let req = lambda_http::http::Request::builder()
             .body(Body::Binary(br#"{"a":"b"}"#.to_vec()))
