@@ -94,6 +94,12 @@ impl Authenticator {
 
     /// The caller's scope, or 401 when the cookie is missing, unknown or expired.
     pub async fn authenticate(&self, request: &Request) -> Result<UserScope, ApiError> {
+        let scope = self.look_up(request).await?;
+        crate::telemetry::record_user(scope.user_id());
+        Ok(scope)
+    }
+
+    async fn look_up(&self, request: &Request) -> Result<UserScope, ApiError> {
         let token = cookie_value(request, &self.cookie_name)
             .ok_or(ApiError::Unauthenticated("sign in required: no session cookie"))?;
         let hash = token_hash(token);

@@ -3,25 +3,71 @@
 use std::convert::Infallible;
 use std::future::Future;
 
-use lambda_http::{Body, Request, Response, service_fn};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response, service_fn};
+use tracing::Instrument;
 
 use crate::agent::ScriptedAgent;
 use crate::app::App;
+use crate::telemetry;
 use crate::turn::{Checker, CheckerRequest};
 
-/// Serves `handler` on the Lambda runtime with one [`App`] built for the container.
+/// Serves `handler` on the Lambda runtime with one [`App`] built for the container; every
+/// request goes through [`observe`].
 pub async fn serve<H, F>(handler: H) -> Result<(), lambda_http::Error>
 where
-    H: Fn(&'static App, Request) -> F,
+    H: Fn(&'static App, Request) -> F + Sync + 'static,
     F: Future<Output = Response<Body>> + Send,
 {
     crate::telemetry::init();
     let app: &'static App = Box::leak(Box::new(App::from_env().await?));
+    let handler: &'static H = Box::leak(Box::new(handler));
     lambda_http::run(service_fn(move |request| {
-        let response = handler(app, request);
+        let response = observe(handler, app, request);
         async move { Ok::<_, Infallible>(response.await) }
     }))
     .await
+}
+
+/// Runs one request through `handler` inside a `request` span (Lambda request id, route,
+/// and the caller's user hash once authenticated), then logs its status, outcome and
+/// latency and emits the route's request metrics.
+pub async fn observe<H, F>(handler: &H, app: &'static App, request: Request) -> Response<Body>
+where
+    H: Fn(&'static App, Request) -> F + Sync,
+    F: Future<Output = Response<Body>> + Send,
+{
+    let started = std::time::Instant::now();
+    let route = route_of(&request);
+    let request_id = crate::routes::request_id(&request);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        route = %route,
+        user = tracing::field::Empty,
+    );
+    async move {
+        let response = handler(app, request).await;
+        let status = response.status().as_u16();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let outcome = telemetry::outcome(status);
+        tracing::info!(status, outcome, latency_ms, "request");
+        telemetry::emit(&route, &telemetry::request_metrics(status, latency_ms));
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// The route of a request as API Gateway names it (`POST /api/managed-agents/cancel`), or
+/// its method and path when it did not come through API Gateway.
+pub fn route_of(request: &Request) -> String {
+    match request.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) if context.route_key.is_some() => {
+            context.route_key.clone().unwrap_or_default()
+        }
+        _ => format!("{} {}", request.method(), request.uri().path()),
+    }
 }
 
 /// Serves the checker (the turn workflow's poll step) on the Lambda runtime, driving the
@@ -37,4 +83,83 @@ pub async fn serve_checker() -> Result<(), lambda_runtime::Error> {
         move |event: lambda_runtime::LambdaEvent<CheckerRequest>| checker.handle(event.payload),
     ))
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use lambda_http::http::StatusCode;
+
+    use super::*;
+    use crate::config::Config;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn offline_app() -> &'static App {
+        let vars = |name: &str| match name {
+            "ALLOWED_ORIGIN" => Some("https://knoq.one".to_string()),
+            name if name.ends_with("_TABLE") => Some(name.to_lowercase()),
+            _ => None,
+        };
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let client = crate::app::DynamoDbClient::new(&sdk);
+        Box::leak(Box::new(App::with_dynamodb(Config::from_lookup(vars).unwrap(), &sdk, client)))
+    }
+
+    #[tokio::test]
+    async fn every_request_logs_one_line_with_id_route_status_latency_and_user_hash() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .with_current_span(true)
+            .with_span_list(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let request = lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/api/managed-agents/cancel")
+            .header("cookie", "knoq_session=secret-token")
+            .body(Body::Text(r#"{"text":"private words"}"#.into()))
+            .unwrap();
+        let handler = |_app: &'static App, _request: Request| async {
+            telemetry::record_user("alice");
+            crate::http::json_response(StatusCode::NOT_FOUND, &serde_json::json!({}))
+        };
+        let response = observe(&handler, offline_app(), request).await;
+        assert_eq!(response.status(), 404);
+
+        let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> =
+            output.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        assert_eq!(lines.len(), 1, "{output}");
+        let line = &lines[0];
+        assert_eq!(line["fields"]["message"], "request");
+        assert_eq!(line["fields"]["status"], 404);
+        assert_eq!(line["fields"]["outcome"], "client_error");
+        assert!(line["fields"]["latency_ms"].as_f64().unwrap() >= 0.0);
+        let span = &line["span"];
+        assert_eq!(span["route"], "POST /api/managed-agents/cancel");
+        assert_eq!(span["user"], telemetry::user_hash("alice"));
+        assert!(span["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+        for secret in ["secret-token", "private words", "alice"] {
+            assert!(!output.contains(secret), "{secret} leaked: {output}");
+        }
+    }
 }

@@ -20,6 +20,10 @@ use crate::clock::Instant;
 use crate::domain::{EventType, RunId};
 use crate::store::StoreError;
 use crate::store::sessions::{NewEvent, SessionRecord, SessionStore};
+use crate::telemetry;
+
+/// The `Route` dimension of the checker's metrics.
+pub const METRICS_ROUTE: &str = "checker";
 
 /// The fault name a test plants on a session (`inject_fault`) to make its polls fail.
 pub const CHECKER_FAULT: &str = "checker";
@@ -248,7 +252,8 @@ impl<A: Agent> Checker<A> {
             return Ok(Some(CheckerResponse::stop(Outcome::Gone)));
         }
         if session.cancelled_at.is_some() {
-            self.sessions.terminate(session, "cancelled", now).await?;
+            let termination = self.sessions.terminate(session, "cancelled", now).await?;
+            telemetry::record_termination(METRICS_ROUTE, session, termination, Instant::now());
             return Ok(Some(CheckerResponse::stop(Outcome::Cancelled)));
         }
         if session.active_run.as_ref().map(|run| &run.id) != Some(run_id) {

@@ -20,6 +20,10 @@ use crate::domain::SessionId;
 use crate::error::ApiError;
 use crate::http::JsonObject;
 use crate::store::sessions::{CancelOutcome, SessionRecord};
+use crate::telemetry::{self, Unit};
+
+/// The route, as API Gateway names it and as the metrics' `Route` dimension reads.
+pub const ROUTE: &str = "POST /api/managed-agents/cancel";
 
 /// Handles one cancel request.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
@@ -36,6 +40,7 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
     match app.sessions.cancel(&scope, &session_id, &request_id(request), now).await? {
         CancelOutcome::Cancelled { run_is_live } => {
             tracing::info!(session_id = %session_id, run_is_live, "session cancelled");
+            telemetry::emit(ROUTE, &[("Cancels", 1.0, Unit::Count)]);
             if !run_is_live {
                 // One strongly consistent read, only on this path: the termination needs the
                 // session's last event id.
@@ -46,6 +51,7 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
             Ok(json!({ "ok": true }))
         }
         CancelOutcome::AlreadyCancelled(session) => {
+            telemetry::emit(ROUTE, &[("AlreadyCancelled", 1.0, Unit::Count)]);
             end_unless_a_run_will(app, &session, now).await?;
             Ok(json!({ "ok": true, "alreadyCancelled": true }))
         }
@@ -60,7 +66,8 @@ async fn end_unless_a_run_will(
     now: Instant,
 ) -> Result<(), ApiError> {
     if session.terminated_at.is_none() && session.live_run(now).is_none() {
-        app.sessions.terminate(session, "cancelled", now).await?;
+        let termination = app.sessions.terminate(session, "cancelled", now).await?;
+        telemetry::record_termination(ROUTE, session, termination, Instant::now());
     }
     Ok(())
 }
