@@ -8,7 +8,7 @@ TOOLS := $(VENV)/.installed
 DEV_ENV := .local/dev.env
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: dev test bench bench-workflow token token-name lint fmt check-nextest
+.PHONY: dev test bench bench-workflow token token-name lint fmt check-nextest build deploy-staging
 
 $(TOOLS): infra/local/requirements.txt
 	python3 -m venv $(VENV)
@@ -25,8 +25,22 @@ dev: $(TOOLS)
 ## test: lint template and code, start the local stack, run unit and integration tests
 test: $(TOOLS) check-nextest lint
 	cfn-lint template.yaml
+	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 sam validate --lint
 	$(VENV)/bin/python -m unittest discover -s infra/local
+	$(VENV)/bin/python -m unittest discover -s infra/scale
 	infra/local/run.sh test
+
+## build: every function, release, arm64 (provided.al2023), into .aws-sam/build (sam build)
+# One cargo run first builds all the functions' binaries side by side (sam builds them one
+# at a time); sam build then finds them up to date and copies each into .aws-sam/build.
+build: $(TOOLS)
+	rustup target add aarch64-unknown-linux-gnu
+	cargo lambda build --release --arm64 $(addprefix --bin ,$(notdir $(wildcard functions/*)))
+	SAM_CLI_TELEMETRY=0 sam build --beta-features --build-in-source
+
+## deploy-staging: build, then deploy the staging stack of samconfig.toml (needs AWS credentials)
+deploy-staging: build
+	SAM_CLI_TELEMETRY=0 sam deploy --config-env staging
 
 ## bench: cancel latency against a bare UpdateItem on the same emulator
 bench: $(TOOLS)

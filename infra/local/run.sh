@@ -145,10 +145,25 @@ MSG
     fuzz
     ;;
   bench)
-    cargo build --release -p knoq-tests --bench cancel
+    # Besides the in-process cancel benchmark: the cancel function as Lambda runs it (the host
+    # release build under the Runtime API emulator of tests/benches/lambda.rs) and the size
+    # of its arm64 deployment zip. The final block repeats every figure, one per line.
+    TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+    rustup target list --installed | grep -x aarch64-unknown-linux-gnu >/dev/null ||
+      rustup target add aarch64-unknown-linux-gnu
+    cargo build --release -p knoq-tests --bench cancel --bench lambda
+    cargo build --release -p cancel
+    cargo lambda build --release --arm64 --bin cancel --output-format zip
     start_emulator
     load_env
-    cargo bench -p knoq-tests --bench cancel
+    cargo bench -p knoq-tests --bench cancel | tee .local/bench-cancel.out
+    echo
+    KNOQ_CANCEL_BIN="$TARGET_DIR/release/cancel" KNOQ_CANCEL_ZIP="$TARGET_DIR/lambda/cancel/bootstrap.zip" \
+      KNOQ_FUNCTION_ENV_FILE="$ROOT/$ENV_FILE" \
+      cargo bench -p knoq-tests --bench lambda | tee .local/bench-lambda.out
+    echo
+    echo "knoq bench summary"
+    grep -hE '^[a-z_]+=' .local/bench-cancel.out .local/bench-lambda.out
     ;;
   bench-workflow)
     cargo build --workspace --bins
