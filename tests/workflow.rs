@@ -199,7 +199,7 @@ async fn concurrent_terminations_of_one_cancelled_session_write_one_event() {
     let text = MessageText::parse("no execution behind this run".into()).unwrap();
     let run = RunId::new();
     app.sessions.create(&scope, &id, &text, &run, TURN_TIMEOUT, Instant::now()).await.unwrap();
-    let outcome = app.sessions.cancel(&scope, &id, "req", Instant::now()).await.unwrap();
+    let outcome = app.sessions.cancel(&scope, &id, Instant::now()).await.unwrap();
     assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: true });
     let session = app.sessions.get(&id.as_string()).await.unwrap().unwrap();
     let results =

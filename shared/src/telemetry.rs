@@ -84,8 +84,14 @@ pub fn emf_line(route: &str, metrics: &[(&str, f64, Unit)], timestamp_ms: i64) -
     Value::Object(line)
 }
 
-/// Writes one EMF line for `route` to stdout (CloudWatch turns it into metrics).
+/// Writes one EMF line for `route` to stdout (CloudWatch turns it into metrics), when
+/// running as a Lambda function (`AWS_LAMBDA_FUNCTION_NAME` set, as Lambda and `cargo lambda
+/// watch` do); handlers called in-process (tests, benchmarks) write none.
 pub fn emit(route: &str, metrics: &[(&str, f64, Unit)]) {
+    static IN_LAMBDA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if !*IN_LAMBDA.get_or_init(|| std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some()) {
+        return;
+    }
     let line = emf_line(route, metrics, crate::clock::Instant::now().epoch_millis());
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");

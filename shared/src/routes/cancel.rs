@@ -13,7 +13,7 @@
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
 
-use super::{request_id, respond, session_id_from};
+use super::{respond, session_id_from};
 use crate::app::App;
 use crate::clock::Instant;
 use crate::domain::SessionId;
@@ -37,7 +37,7 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
     app.limiter.admit(&scope, &app.config.rate_limits.cancel, now).await?;
     let body = JsonObject::from_request(request)?;
     let session_id = parse_session_id(&body)?;
-    match app.sessions.cancel(&scope, &session_id, &request_id(request), now).await? {
+    match app.sessions.cancel(&scope, &session_id, now).await? {
         CancelOutcome::Cancelled { run_is_live } => {
             tracing::info!(session_id = %session_id, run_is_live, "session cancelled");
             telemetry::emit(ROUTE, &[("Cancels", 1.0, Unit::Count)]);

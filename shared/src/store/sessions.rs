@@ -2,8 +2,9 @@
 //!
 //! A session item: `id, owner (org#user), user_id, org_id, title, status, created_at,
 //! updated_at, last_event_id`; while a turn runs, `active_run, run_started_at,
-//! run_expires_at, turn_step`; once cancelled, `cancelled_at, cancelled_by,
-//! cancel_request_id, cancel_saw_run_until` (the live run's expiry then; 0 for none); once
+//! run_expires_at, turn_step`; once cancelled, `cancelled_at, cancel_saw_run_until` (the
+//! live run's expiry then; 0 for none; who cancelled is the owner, and which request did is
+//! in that request's log line); once
 //! ended for good, `terminated_at`; `queued_messages` (user messages waiting for the next turn
 //! of the active run) and `runs_started`; while being deleted, `deleted_at` and the TTL
 //! `expires_at` (the backstop if the purge is interrupted).
@@ -307,8 +308,9 @@ impl SessionStore {
     }
 
     /// Cancels a session with ONE conditional `UpdateItem`: it stamps `cancelled_at` only if
-    /// the session exists, belongs to `scope` (user AND organisation) and is not cancelled
-    /// yet. When the condition fails, DynamoDB returns the old item
+    /// the session belongs to `scope` (user AND organisation; a missing item has no owner,
+    /// so this also requires that it exists) and is not cancelled or being deleted. When the
+    /// condition fails, DynamoDB returns the old item
     /// (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), which tells "already cancelled" from
     /// "not found or not yours" without a read before the write.
     ///
@@ -321,7 +323,6 @@ impl SessionStore {
         &self,
         scope: &UserScope,
         id: &SessionId,
-        request_id: &str,
         now: Instant,
     ) -> Result<CancelOutcome, StoreError> {
         let at = now.rfc3339();
@@ -331,19 +332,17 @@ impl SessionStore {
             .table_name(&self.sessions_table)
             .key("id", s(id.as_string()))
             .update_expression(
-                "SET cancelled_at = :now, cancelled_by = :user, cancel_request_id = :rid, \
-                 updated_at = :now, \
+                "SET cancelled_at = :now, updated_at = :now, \
                  cancel_saw_run_until = if_not_exists(run_expires_at, :no_run)",
             )
             .condition_expression(
-                "attribute_exists(id) AND user_id = :user AND org_id = :org \
+                "user_id = :user AND org_id = :org \
                  AND attribute_not_exists(cancelled_at) AND attribute_not_exists(deleted_at)",
             )
             .expression_attribute_values(":now", s(&at))
             .expression_attribute_values(":no_run", n(0))
             .expression_attribute_values(":user", s(scope.user_id()))
             .expression_attribute_values(":org", s(scope.org_id()))
-            .expression_attribute_values(":rid", s(request_id))
             .return_values(ReturnValue::UpdatedNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
