@@ -174,16 +174,14 @@ impl<A: Agent> Checker<A> {
         run_id: &RunId,
         now: Instant,
     ) -> Result<CheckerResponse, CheckerError> {
-        let Some(session) = self.sessions.get(session_id).await? else {
-            return Ok(CheckerResponse::stop(Outcome::Gone));
+        let session = match self.read_for_run(session_id, run_id, now).await? {
+            ForRun::GoesOn(session) => session,
+            ForRun::Over(answer) => return Ok(answer),
         };
-        if let Some(ended) = self.ended(&session, run_id, now).await? {
-            return Ok(ended);
-        }
         if self.fault_injection && session.injected_fault.as_deref() == Some(CHECKER_FAULT) {
             return Err(CheckerError::Injected(CHECKER_FAULT.into()));
         }
-        let run = session.active_run.as_ref().expect("ended() checked the run is active");
+        let run = session.active_run.as_ref().expect("read_for_run checked the run is active");
         let turn = Turn {
             session_id: session.id.clone(),
             title: session.title.clone(),
@@ -225,12 +223,10 @@ impl<A: Agent> Checker<A> {
         // A refusal with the run still active means another event slipped in between the
         // read and the write: read again and retry.
         for _ in 0..3 {
-            let Some(session) = self.sessions.get(session_id).await? else {
-                return Ok(CheckerResponse::stop(Outcome::Gone));
+            let session = match self.read_for_run(session_id, run_id, now).await? {
+                ForRun::GoesOn(session) => session,
+                ForRun::Over(answer) => return Ok(answer),
             };
-            if let Some(ended) = self.ended(&session, run_id, now).await? {
-                return Ok(ended);
-            }
             if self.sessions.fail_turn(&session, run_id, &event, now).await? {
                 tracing::warn!(session_id, run_id = %run_id, error, "turn failed");
                 return Ok(CheckerResponse::stop(Outcome::Failed));
@@ -240,26 +236,31 @@ impl<A: Agent> Checker<A> {
             .into())
     }
 
-    /// The answer when the run must not go on: the session is cancelled (write the
-    /// termination if no one has) or the run is not the session's active run any more.
-    async fn ended(
+    /// Reads the session (one consistent `GetItem`) and says whether `run_id` may go on
+    /// with it. It may not when the session is gone or being deleted (stop, writing
+    /// nothing), cancelled (write the termination if no one has, then stop), or held by
+    /// another run or none (stop, writing nothing).
+    async fn read_for_run(
         &self,
-        session: &SessionRecord,
+        session_id: &str,
         run_id: &RunId,
         now: Instant,
-    ) -> Result<Option<CheckerResponse>, CheckerError> {
+    ) -> Result<ForRun, CheckerError> {
+        let Some(session) = self.sessions.get(session_id).await? else {
+            return Ok(ForRun::Over(CheckerResponse::stop(Outcome::Gone)));
+        };
         if session.deleted_at.is_some() {
-            return Ok(Some(CheckerResponse::stop(Outcome::Gone)));
+            return Ok(ForRun::Over(CheckerResponse::stop(Outcome::Gone)));
         }
         if session.cancelled_at.is_some() {
-            let termination = self.sessions.terminate(session, "cancelled", now).await?;
-            telemetry::record_termination(METRICS_ROUTE, session, termination, Instant::now());
-            return Ok(Some(CheckerResponse::stop(Outcome::Cancelled)));
+            let termination = self.sessions.terminate(&session, "cancelled", now).await?;
+            telemetry::record_termination(METRICS_ROUTE, &session, termination, Instant::now());
+            return Ok(ForRun::Over(CheckerResponse::stop(Outcome::Cancelled)));
         }
         if session.active_run.as_ref().map(|run| &run.id) != Some(run_id) {
-            return Ok(Some(CheckerResponse::stop(Outcome::Superseded)));
+            return Ok(ForRun::Over(CheckerResponse::stop(Outcome::Superseded)));
         }
-        Ok(None)
+        Ok(ForRun::GoesOn(Box::new(session)))
     }
 
     /// Re-reads the session after a refused append and says what follows.
@@ -269,11 +270,19 @@ impl<A: Agent> Checker<A> {
         run_id: &RunId,
         now: Instant,
     ) -> Result<CheckerResponse, CheckerError> {
-        let Some(session) = self.sessions.get(session_id).await? else {
-            return Ok(CheckerResponse::stop(Outcome::Gone));
-        };
-        Ok(self.ended(&session, run_id, now).await?.unwrap_or_else(CheckerResponse::go_on))
+        Ok(match self.read_for_run(session_id, run_id, now).await? {
+            ForRun::GoesOn(_) => CheckerResponse::go_on(),
+            ForRun::Over(answer) => answer,
+        })
     }
+}
+
+/// What [`Checker::read_for_run`] found.
+enum ForRun {
+    /// The run still holds the session, as read.
+    GoesOn(Box<SessionRecord>),
+    /// The run must stop, with this answer.
+    Over(CheckerResponse),
 }
 
 #[cfg(test)]

@@ -170,25 +170,21 @@ async fn main() {
             // The same write with a condition of the cancel's shape: what the emulator charges
             // for evaluating a condition, apart from anything the handler does.
             let owner = AttributeValue::S(variants[0].work[user].0.user_id.clone());
+            let conditional_touch = || {
+                touch()
+                    .condition_expression(
+                        "user_id = :user AND attribute_not_exists(bench_never) \
+                         AND attribute_not_exists(bench_never_either)",
+                    )
+                    .expression_attribute_values(":user", owner.clone())
+            };
             let t = Mono::now();
-            touch()
-                .condition_expression(
-                    "attribute_exists(id) AND user_id = :user AND attribute_not_exists(bench_never)",
-                )
-                .expression_attribute_values(":user", owner)
-                .send()
-                .await
-                .expect("conditional UpdateItem");
+            conditional_touch().send().await.expect("conditional UpdateItem");
             conditional.push(t.elapsed());
             // ...and asking for the updated attributes back, as the cancel does to learn
             // whether a run is live: what the emulator charges for building return values.
-            let owner = AttributeValue::S(variants[0].work[user].0.user_id.clone());
             let t = Mono::now();
-            touch()
-                .condition_expression(
-                    "attribute_exists(id) AND user_id = :user AND attribute_not_exists(bench_never)",
-                )
-                .expression_attribute_values(":user", owner)
+            conditional_touch()
                 .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
                 .send()
                 .await

@@ -4,13 +4,11 @@
 //! after the session's last one, so "the events after X" is a key condition
 //! (`event_id > :since`) on one partition, never a scan or a filter.
 
-use std::time::Duration;
-
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
 use serde_json::Value;
 
-use super::{StoreError, get_s, require_s, s};
+use super::{StoreError, UNPROCESSED_RETRIES, get_s, pause_before_resend, require_s, s};
 use crate::domain::EventId;
 
 /// One transcript event as answered.
@@ -28,8 +26,6 @@ pub struct StoredEvent {
 
 /// Most items one `BatchWriteItem` may carry (a DynamoDB limit).
 const BATCH_WRITE_MAX: usize = 25;
-/// How many times unprocessed deletes of one batch are sent again, with growing waits.
-const UNPROCESSED_RETRIES: u32 = 8;
 
 /// One page of a transcript.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,7 +155,7 @@ impl EventStore {
     async fn write_all(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
         for attempt in 0..=UNPROCESSED_RETRIES {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+                pause_before_resend(attempt).await;
             }
             let output = self
                 .client

@@ -88,6 +88,15 @@ pub enum Transaction {
     ConditionFailed(usize),
 }
 
+/// How many times keys or items that DynamoDB left unprocessed (`BatchGetItem`,
+/// `BatchWriteItem`) are sent again.
+pub(crate) const UNPROCESSED_RETRIES: u32 = 8;
+
+/// The wait before sending unprocessed keys or items again: 40 ms doubling to 1.28 s.
+pub(crate) async fn pause_before_resend(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
+}
+
 /// How many times a transaction that lost a conflict with a concurrent write is retried.
 const TRANSACTION_CONFLICT_RETRIES: u32 = 5;
 

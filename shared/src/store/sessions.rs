@@ -29,7 +29,10 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::Value;
 
-use super::{Item, StoreError, Transaction, get_i64, get_s, n, require_s, s, transact};
+use super::{
+    Item, StoreError, Transaction, UNPROCESSED_RETRIES, get_i64, get_s, n, pause_before_resend,
+    require_s, s, transact,
+};
 use crate::clock::Instant;
 use crate::domain::{EventId, EventType, MessageText, RunId, SessionId, UserScope};
 
@@ -49,9 +52,6 @@ const RUN_ATTRIBUTES: &str =
 
 /// The sessions table's index of a user's sessions in an organisation by `updated_at`.
 pub const OWNER_INDEX: &str = "by_owner";
-
-/// How many times keys or items DynamoDB left unprocessed are sent again.
-const UNPROCESSED_RETRIES: u32 = 8;
 
 /// How long a session marked deleted may outlive an interrupted purge: its TTL.
 const DELETED_SESSION_TTL_SECS: i64 = 24 * 3600;
@@ -625,7 +625,7 @@ impl SessionStore {
                 break;
             }
             if attempt > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt.min(6))).await;
+                pause_before_resend(attempt).await;
             }
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(keys))
