@@ -16,6 +16,8 @@ use crate::clock::Instant;
 use crate::domain::EventType;
 use crate::store::sessions::NewEvent;
 
+pub mod provider;
+
 /// The turn an agent is asked to advance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turn {

@@ -1,0 +1,1 @@
+//! The Anthropic Messages API adapter: one streamed model call, with retries. (Being built.)
