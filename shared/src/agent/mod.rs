@@ -17,6 +17,7 @@ use crate::domain::EventType;
 use crate::store::sessions::NewEvent;
 
 pub mod provider;
+pub mod sse;
 
 /// The turn an agent is asked to advance.
 #[derive(Debug, Clone, PartialEq, Eq)]
