@@ -37,7 +37,8 @@ async fn a_follow_up_after_idle_runs_a_second_turn() {
     let done = client.transcript_until(&id, PATIENT, TURN, idle_count(2)).await;
     let types = event_types(&done);
     let follow_up = types.iter().rposition(|t| t == "user_message").unwrap();
-    assert_eq!(types[follow_up + 1..follow_up + 3], ["tool_use", "tool_result"], "{types:?}");
+    let answer = &types[follow_up + 1..follow_up + 4];
+    assert_eq!(answer, ["agent_message", "tool_use", "tool_result"], "{types:?}");
     assert_eq!(count_of(&done, "tool_use"), 2);
     assert_eq!(execution_end(&second_run, Duration::from_secs(10)).await, "SUCCEEDED");
     assert_eq!(number(&session_item(&id).await.unwrap(), "runs_started"), Some(2));
@@ -46,7 +47,7 @@ async fn a_follow_up_after_idle_runs_a_second_turn() {
 #[tokio::test]
 async fn a_message_mid_turn_is_answered_after_that_turn_once() {
     let client = ApiClient::for_new_caller().await;
-    let (id, run) = client.create("Start something long").await;
+    let (id, run) = client.create("Start something long [[emu delay_ms=200]]").await;
     client.transcript_until(&id, PATIENT, TURN, |t| count_of(t, "tool_result") == 1).await;
     ok(client.message(&id, "Also check the budget").await).await;
     let done = client.transcript_until(&id, PATIENT, TURN * 2, idle_count(1)).await;
@@ -159,8 +160,9 @@ async fn the_list_is_the_callers_own_newest_first() {
     let owner = new_caller().await;
     let client = ApiClient::new(Some(&owner.token));
     let mut ids = Vec::new();
+    // Silent models: no turn writes an event (which would move its session up) meanwhile.
     for title in ["one", "two", "three"] {
-        ids.push(client.create(title).await.0);
+        ids.push(client.create(&format!("{title} [[emu silent_ms=8000]]")).await.0);
     }
     // Same user in another organisation, another user in the same one: not listed.
     let elsewhere = ApiClient::new(Some(&caller_in(&owner.user_id, &unique("org")).await.token));
@@ -178,7 +180,7 @@ async fn the_list_is_the_callers_own_newest_first() {
             assert!(summary[field].is_string(), "{field} in {summary}");
         }
     }
-    assert_eq!(listed[2]["title"], "one");
+    assert_eq!(listed[2]["title"], "one [[emu silent_ms=8000]]");
 
     // Cancelling the oldest writes to it: it moves to the top, terminated.
     assert_eq!(client.cancel(&ids[0]).await, json!({ "ok": true }));

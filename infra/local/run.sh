@@ -4,6 +4,7 @@
 #   infra/local/run.sh dev     emulator on :4566 + every function under `cargo lambda watch`
 #                              on :9000 with the real API paths; foreground, Ctrl-C stops all
 #   infra/local/run.sh test    emulator + functions on test ports, then every test
+#                              (`run.sh test -E 'binary(agent)'`: only the nextest selection)
 #   infra/local/run.sh bench   emulator on the test port, then the benchmarks
 #   infra/local/run.sh bench-workflow
 #                              emulator + functions on test ports, then the turn workflow's
@@ -18,13 +19,19 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 MODE=${1:?usage: run.sh dev|test|bench|bench-workflow}
+shift
+# `run.sh test <nextest arguments>` runs only the tests they select (and skips the contract
+# test and the fuzzing), on the same freshly started stack.
+SELECTED_TESTS=("$@")
 PY=$ROOT/.venv/bin/python
 export PATH="$ROOT/.venv/bin:$PATH"
 mkdir -p .local
 
 case "$MODE" in
-  dev) EMU_PORT=${KNOQ_EMULATOR_PORT:-4566}; API_PORT=${KNOQ_API_PORT:-9000} ;;
-  test|bench|bench-workflow) EMU_PORT=${KNOQ_EMULATOR_PORT:-4599}; API_PORT=${KNOQ_API_PORT:-9099} ;;
+  dev) EMU_PORT=${KNOQ_EMULATOR_PORT:-4566}; API_PORT=${KNOQ_API_PORT:-9000}
+       PROVIDER_PORT=${KNOQ_PROVIDER_PORT:-4567} ;;
+  test|bench|bench-workflow) EMU_PORT=${KNOQ_EMULATOR_PORT:-4599}; API_PORT=${KNOQ_API_PORT:-9099}
+       PROVIDER_PORT=${KNOQ_PROVIDER_PORT:-4598} ;;
   *) echo "usage: run.sh dev|test|bench|bench-workflow" >&2; exit 2 ;;
 esac
 ENV_FILE=.local/$MODE.env
@@ -45,7 +52,19 @@ trap 'exit 130' INT TERM
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 EXTERNAL_ENDPOINT=""
 if [ "$MODE" != dev ] && [ -n "${AWS_ENDPOINT_URL:-}" ]; then EXTERNAL_ENDPOINT=$AWS_ENDPOINT_URL; fi
+# The model provider: in dev, the one ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY name when both
+# are set; otherwise (and always in test and the benchmarks) the bundled provider emulator.
+if [ "$MODE" = dev ] && [ -n "${ANTHROPIC_BASE_URL:-}" ] && [ -n "${ANTHROPIC_API_KEY:-}" ]; then
+  export KNOQ_PROVIDER_URL=$ANTHROPIC_BASE_URL KNOQ_PROVIDER_API_KEY=$ANTHROPIC_API_KEY
+  PROVIDER_EMULATOR=""
+else
+  export KNOQ_PROVIDER_URL="http://127.0.0.1:$PROVIDER_PORT"
+  KNOQ_PROVIDER_API_KEY="local-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+  export KNOQ_PROVIDER_API_KEY
+  PROVIDER_EMULATOR=yes
+fi
 PORTS=("$API_PORT"); [ -n "$EXTERNAL_ENDPOINT" ] || PORTS+=("$EMU_PORT")
+[ -z "$PROVIDER_EMULATOR" ] || PORTS+=("$PROVIDER_PORT")
 for port in "${PORTS[@]}"; do
   port_free "$port" || { echo "run.sh: port $port on 127.0.0.1 is already in use" >&2; exit 1; }
 done
@@ -73,10 +92,26 @@ start_emulator() {
   echo "run.sh: the emulator did not start within 60 s" >&2; exit 1
 }
 
-# Every running turn calls the checker once per poll interval, so it gets a few instances.
+# The bundled provider emulator (infra/local/provider_emulator.py). Each word of its default
+# answer takes KNOQ_PROVIDER_WORD_DELAY_MS (200 in dev: a turn lasts over 8 s; tests make it
+# short and ask for slow answers where they need them).
+start_provider() {
+  [ -n "$PROVIDER_EMULATOR" ] || return 0
+  start "$PY" infra/local/provider_emulator.py \
+    --port "$PROVIDER_PORT" --api-key "$KNOQ_PROVIDER_API_KEY" "$@"
+  for _ in $(seq 1 60); do
+    curl -s -o /dev/null "$KNOQ_PROVIDER_URL/_emulator/requests" && return 0
+    sleep 0.5
+  done
+  echo "run.sh: the provider emulator did not start" >&2; exit 1
+}
+
+# Every running turn calls the checker once per poll interval and holds one worker for the
+# whole turn, so both get several instances.
 start_functions() {
   start cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$API_PORT" \
-    --env-file "$ENV_FILE" --disable-cors --concurrency "${KNOQ_FUNCTION_CONCURRENCY:-4}" "$@"
+    --env-file "$ENV_FILE" --disable-cors --concurrency "${KNOQ_FUNCTION_CONCURRENCY:-8}" \
+    --timeout 900 "$@"
 }
 
 # A function under `cargo lambda watch` starts on its first request; wait until each route
@@ -117,6 +152,7 @@ fuzz() {
 case "$MODE" in
   dev)
     cargo build --workspace --bins
+    start_provider --word-delay-ms "${KNOQ_PROVIDER_WORD_DELAY_MS:-200}"
     start_emulator
     start_functions
     wait_for_routes
@@ -124,7 +160,8 @@ case "$MODE" in
 
 Knoq is running locally (Ctrl-C stops everything):
   API            http://127.0.0.1:$API_PORT/api/managed-agents/...  (Origin: $ORIGIN)
-  AWS emulator   http://127.0.0.1:$EMU_PORT  (DynamoDB, Step Functions)
+  AWS emulator   http://127.0.0.1:$EMU_PORT  (DynamoDB, Step Functions, Secrets Manager)
+  model provider $KNOQ_PROVIDER_URL${PROVIDER_EMULATOR:+  (the bundled emulator; set ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY for a real one)}
   environment    $ENV_FILE
   cookie         make token USER_ID=<id> ORG_ID=<id>   (cookie name: make token-name)
 
@@ -133,16 +170,19 @@ MSG
     ;;
   test)
     cargo build --workspace --all-targets
+    start_provider --word-delay-ms "${KNOQ_PROVIDER_WORD_DELAY_MS:-20}"
     start_emulator --fault-injection
-    start_functions --ignore-changes
+    KNOQ_FUNCTION_CONCURRENCY=${KNOQ_FUNCTION_CONCURRENCY:-16} start_functions --ignore-changes
     wait_for_routes
     load_env
-    export KNOQ_API_URL="http://127.0.0.1:$API_PORT"
+    export KNOQ_API_URL="http://127.0.0.1:$API_PORT" KNOQ_PROVIDER_URL
     export KNOQ_ADMIN_BIN="$ROOT/target/debug/knoq-admin"
     export KNOQ_ALLOWED_ORIGIN="$ORIGIN"
-    cargo nextest run --workspace --no-fail-fast
-    "$PY" -m unittest discover -s infra/fuzz -p "test_*.py"
-    fuzz
+    cargo nextest run --workspace --no-fail-fast "${SELECTED_TESTS[@]}"
+    if [ ${#SELECTED_TESTS[@]} -eq 0 ]; then
+      "$PY" -m unittest discover -s infra/fuzz -p "test_*.py"
+      fuzz
+    fi
     ;;
   bench)
     # Besides the in-process cancel benchmark: the cancel function as Lambda runs it (the host
@@ -168,11 +208,12 @@ MSG
   bench-workflow)
     cargo build --workspace --bins
     cargo build --release -p knoq-tests --bench workflow
+    start_provider --word-delay-ms "${KNOQ_PROVIDER_WORD_DELAY_MS:-200}"
     start_emulator
     start_functions --ignore-changes
     wait_for_routes
     load_env
-    export KNOQ_API_URL="http://127.0.0.1:$API_PORT"
+    export KNOQ_API_URL="http://127.0.0.1:$API_PORT" KNOQ_PROVIDER_URL
     cargo bench -p knoq-tests --bench workflow
     ;;
 esac

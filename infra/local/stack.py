@@ -175,6 +175,8 @@ def function_environment(
             elif ref in overrides:
                 value = overrides[ref]
             elif ref in parameters:
+                if "Default" not in parameters[ref]:
+                    raise SystemExit(f"template.yaml: parameter {ref} has no default; the local stack must set it")
                 value = parameters[ref]["Default"]
             else:
                 raise SystemExit(f"template.yaml: a function environment refers to unknown {ref!r}")
@@ -201,10 +203,27 @@ def _serialise_dynamodb() -> None:
 
 #: Parameters the local stack sets differently from the template's defaults: a cancel is
 #: seen within one second, as SPEC's local contract says.
-LOCAL_PARAMETERS = {"PollIntervalSeconds": "1", "ScriptedTurnSeconds": "8"}
+LOCAL_PARAMETERS = {"PollIntervalSeconds": "1"}
 
 
-def _report_function_errors_as_aws_lambda_does(lambda_endpoint: str) -> None:
+def asynchronous_functions(template: dict) -> set[str]:
+    """Local names of the functions a state machine of the template invokes asynchronously
+    (`"InvocationType": "Event"`). moto's interpreter drops `InvocationType` from the
+    parameters it hands the Lambda call (seen in moto 5.2.5: only FunctionName and Payload
+    arrive), so the invoke hook recognises these calls by the function they name."""
+    import json
+
+    names = set()
+    for logical_id in state_machines(template):
+        definition = json.loads(state_machine_definition(template, logical_id))
+        for state in definition["States"].values():
+            parameters = state.get("Parameters", {})
+            if parameters.get("InvocationType") == "Event":
+                names.add(parameters["FunctionName"])
+    return names
+
+
+def _report_function_errors_as_aws_lambda_does(lambda_endpoint: str, asynchronous: set[str]) -> None:
     """A function error reaches a state machine differently here and in AWS. AWS Lambda
     answers an Invoke whose function failed with 200, `X-Amz-Function-Error` and the error
     JSON, and Step Functions names the failure after its `errorType`, which Retry and Catch
@@ -238,6 +257,11 @@ def _report_function_errors_as_aws_lambda_does(lambda_endpoint: str) -> None:
             data=parameters.get("Payload") or b"{}",
             method="POST",
         )
+        if parameters.get("InvocationType") == "Event" or parameters["FunctionName"] in asynchronous:
+            # AWS queues an asynchronous invoke and answers 202 at once; `cargo lambda watch`
+            # would answer only when the function returns, so the call runs in a thread.
+            threading.Thread(target=_invoke_in_background, args=(request,), daemon=True).start()
+            return {"StatusCode": 202, "Payload": ""}
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 body = response.read()
@@ -254,7 +278,39 @@ def _report_function_errors_as_aws_lambda_does(lambda_endpoint: str) -> None:
         except OSError as error:
             raise service_fault(str(error), 503) from error
 
+    def _invoke_in_background(request) -> None:
+        try:
+            with urllib.request.urlopen(request, timeout=ASYNC_INVOKE_TIMEOUT_SECS) as response:
+                response.read()
+        except (urllib.error.HTTPError, OSError) as error:
+            # AWS would retry and then drop the event; the checker's lease check ends the turn.
+            print(f"stack: asynchronous invoke {request.full_url} failed: {error}", flush=True)
+
     lambda_eval_utils._invoke_lambda_function = invoke
+
+
+#: How long an asynchronous invoke may run locally: the worker's Lambda timeout.
+ASYNC_INVOKE_TIMEOUT_SECS = 900
+
+
+def create_api_key_secret(secrets, prefix: str, api_key: str) -> str:
+    """Stores the model provider's API key as the worker reads it in production (a Secrets
+    Manager secret whose SecretString is the key) and answers the secret's ARN."""
+    name = f"{prefix}anthropic-api-key"
+    try:
+        return secrets.create_secret(Name=name, SecretString=api_key)["ARN"]
+    except secrets.exceptions.ResourceExistsException:
+        secrets.put_secret_value(SecretId=name, SecretString=api_key)
+        return secrets.describe_secret(SecretId=name)["ARN"]
+
+
+def provider_parameters(secret_arn: str, provider: dict[str, str]) -> dict[str, str]:
+    """Template parameters of the worker's provider settings, locally: the secret created
+    here, and the base URL and model `provider` names (KNOQ_MODEL, else the default)."""
+    parameters = {"AnthropicApiKeySecretArn": secret_arn, "AnthropicBaseUrl": provider["base_url"]}
+    if provider.get("model"):
+        parameters["Model"] = provider["model"]
+    return parameters
 
 
 def provision(
@@ -264,6 +320,7 @@ def provision(
     allowed_origin: str,
     from_environment: bool,
     extra_environment: dict[str, str] | None = None,
+    provider: dict[str, str] | None = None,
 ) -> None:
     """Creates every table and state machine of the template on `endpoint` (tables that
     exist already are left alone; state machines are updated) and writes the functions'
@@ -319,6 +376,16 @@ def provision(
             raise SystemExit(f"stack: the emulator named state machine {name} {arn}; expected the standard ARN")
         machine_names.append(name)
 
+    provider = provider or provider_from_environment()
+    secrets = boto3.client(
+        "secretsmanager",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+    )
+    secret_arn = create_api_key_secret(secrets, prefix, provider["api_key"])
+
     environment = {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_REGION": region,
@@ -326,17 +393,48 @@ def provision(
         "AWS_ACCESS_KEY_ID": access_key,
         "AWS_SECRET_ACCESS_KEY": secret_key,
         **function_environment(
-            template, prefix, {**LOCAL_PARAMETERS, "AllowedOrigin": allowed_origin}, region
+            template,
+            prefix,
+            {
+                **LOCAL_PARAMETERS,
+                "AllowedOrigin": allowed_origin,
+                **provider_parameters(secret_arn, provider),
+            },
+            region,
         ),
+        # A person reads `make dev`'s terminal: plain log lines, no metric lines.
+        "KNOQ_LOG_FORMAT": "text",
         **(extra_environment or {}),
     }
     env_file.parent.mkdir(parents=True, exist_ok=True)
     partial = env_file.with_suffix(".partial")
-    partial.write_text("".join(f"{key}={value}\n" for key, value in environment.items()))
+    partial.write_text("".join(f"{key}={env_value(value)}\n" for key, value in environment.items()))
     partial.replace(env_file)  # readers never see a half-written file
     print(f"stack: tables on {endpoint}: " + ", ".join(c["TableName"] for c, _ in requests), flush=True)
     print(f"stack: state machines: {', '.join(machine_names)}", flush=True)
     print(f"stack: function environment written to {env_file}", flush=True)
+
+
+def env_value(value: str) -> str:
+    """`value` as the env file holds it: bare when it is one plain word, else double-quoted with
+    the characters that both `cargo lambda watch` (dotenv) and a shell give meaning escaped."""
+    if re.fullmatch(r"[A-Za-z0-9_./:@%+,=-]*", value):
+        return value
+    escaped = "".join("\\" + c if c in '\\"$`' else c for c in value)
+    return f'"{escaped}"'
+
+
+def provider_from_environment() -> dict[str, str]:
+    """The model provider the local worker calls: KNOQ_PROVIDER_URL and KNOQ_PROVIDER_API_KEY
+    (set by run.sh: the user's ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY, or the bundled
+    provider emulator's), and KNOQ_MODEL when set."""
+    import os
+
+    base_url = os.environ.get("KNOQ_PROVIDER_URL", "")
+    api_key = os.environ.get("KNOQ_PROVIDER_API_KEY", "")
+    if not base_url or not api_key:
+        raise SystemExit("stack: KNOQ_PROVIDER_URL and KNOQ_PROVIDER_API_KEY must name the model provider")
+    return {"base_url": base_url, "api_key": api_key, "model": os.environ.get("KNOQ_MODEL", "")}
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -363,7 +461,9 @@ def serve(args: argparse.Namespace) -> None:
 
     lambda_endpoint = os.environ.get("AWS_ENDPOINT_URL_LAMBDA")
     if lambda_endpoint:
-        _report_function_errors_as_aws_lambda_does(lambda_endpoint.rstrip("/"))
+        _report_function_errors_as_aws_lambda_does(
+            lambda_endpoint.rstrip("/"), asynchronous_functions(load_template())
+        )
     else:
         print("stack: AWS_ENDPOINT_URL_LAMBDA is not set; state machine runs cannot reach the functions", flush=True)
     extra = {"KNOQ_FAULT_INJECTION": "enabled"} if args.fault_injection else {}
@@ -388,7 +488,8 @@ def check(_: argparse.Namespace) -> None:
     for logical_id in state_machines(template):
         print(f"state machine {logical_id}:")
         print(state_machine_definition(template, logical_id))
-    for key, value in function_environment(template, "local-", LOCAL_PARAMETERS).items():
+    placeholder = provider_parameters("<the local API key secret>", {"base_url": "<the provider>"})
+    for key, value in function_environment(template, "local-", {**LOCAL_PARAMETERS, **placeholder}).items():
         print(f"{key}={value}")
 
 

@@ -40,6 +40,9 @@ OWNER_INDEX = ("SessionsTable", "by_owner")
 EVENTS = ("EventsTable", None)
 ORGANISATIONS = ("OrganisationsTable", None)
 TURN = ("TurnStateMachine", None)
+#: The model provider's API key: a secret the stack does not own, named by a parameter whose
+#: AllowedPattern pins it to one Secrets Manager secret ARN (see `parameter_resource`).
+API_KEY_SECRET = ("AnthropicApiKeySecretArn", None)
 
 NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
     # routes/cancel.rs
@@ -99,6 +102,16 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
         SESSIONS: {"dynamodb:GetItem", "dynamodb:UpdateItem"},
         EVENTS: {"dynamodb:PutItem"},
     },
+    # agent/runtime.rs through store/turn_worker.rs: claim_turn, renew_lease, finish_turn,
+    # add_token_usage (UpdateItem); append_worker_event (Update + Put, GetItem when refused);
+    # the transcript as conversation (events.page: Query); agent/tools.rs search_sessions
+    # (list_owned: index Query + BatchGetItem; events.page); lambda.rs: the API key, once
+    "WorkerFunction": {
+        SESSIONS: {"dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:BatchGetItem"},
+        OWNER_INDEX: {"dynamodb:Query"},
+        EVENTS: {"dynamodb:Query", "dynamodb:PutItem"},
+        API_KEY_SECRET: {"secretsmanager:GetSecretValue"},
+    },
 }
 
 #: Calls in shared/src that no function makes: (resource, action) -> who makes them.
@@ -116,6 +129,8 @@ SOURCE_TARGETS: dict[str, dict[str, set[str] | None]] = {
     "store/sessions.rs": {"SessionsTable": None, "EventsTable": {"dynamodb:PutItem"}},
     "rate_limit.rs": {"RateLimitsTable": None},
     "workflow.rs": {"TurnStateMachine": None},
+    "store/turn_worker.rs": {"SessionsTable": None},
+    "lambda.rs": {"AnthropicApiKeySecretArn": None},
 }
 
 #: SDK calls -> the IAM action each needs. A transaction's items are counted one by one
@@ -136,6 +151,7 @@ SDK_CALLS = {
     "start_sync_execution": "states:StartSyncExecution",
     "stop_execution": "states:StopExecution",
     "describe_execution": "states:DescribeExecution",
+    "get_secret_value": "secretsmanager:GetSecretValue",
 }
 TRANSACTION_ITEMS = {
     "Put": "dynamodb:PutItem",
@@ -213,8 +229,29 @@ def wildcard_problems(template: dict) -> list[str]:
                     problems.append(f"{path}: wildcard in {key}: {text!r}")
         for resource in as_list(statement.get("Resource", [])):
             if isinstance(resource, dict) and resource.get("Ref") in parameters:
-                problems.append(f"{path}: Resource is parameter {resource['Ref']!r}")
+                if parameter_resource(template, resource["Ref"]) is None:
+                    problems.append(f"{path}: Resource is parameter {resource['Ref']!r}")
     return problems
+
+
+#: ARNs a parameter naming one resource must refuse: wildcards and partial ARNs.
+TOO_BROAD = [
+    "*",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:*",
+    "arn:aws:secretsmanager:*:*:secret:knoq",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:knoq-*",
+]
+
+
+def parameter_resource(template: dict, name: str) -> tuple[str, None] | None:
+    """A Resource given by parameter `name` names one resource only when the parameter's
+    AllowedPattern pins it to an ARN and refuses every wildcard of TOO_BROAD."""
+    pattern = template.get("Parameters", {}).get(name, {}).get("AllowedPattern")
+    if not pattern or not pattern.startswith("^arn:"):
+        return None
+    if any(re.fullmatch(pattern, broad) for broad in TOO_BROAD):
+        return None
+    return name, None
 
 
 def policy_shape_problems(template: dict) -> list[str]:
@@ -273,6 +310,8 @@ def resource_target(template: dict, value) -> tuple[str, str | None] | str:
             parts = arg.split(".", 1) if isinstance(arg, str) else arg
             if len(parts) == 2 and parts[1] == "Arn" and parts[0] in resources:
                 return parts[0], None
+        elif kind == "Ref" and parameter_resource(template, arg) is not None:
+            return parameter_resource(template, arg)
         elif kind == "Ref" and arg in resources:
             if resources[arg].get("Type") in REF_IS_ARN:
                 return arg, None
@@ -555,6 +594,24 @@ class ChecksCanFailTest(unittest.TestCase):
             any(all(f in p for f in fragments) for p in problems),
             f"expected a problem with {fragments} among {problems}",
         )
+
+    def test_an_api_key_secret_parameter_that_allows_a_wildcard_fails(self):
+        template = self.mutated()
+        template["Parameters"]["AnthropicApiKeySecretArn"]["AllowedPattern"] = "^arn:aws:.+$"
+        problems = template_problems(template)
+        self.assert_problem(problems, "Resource is parameter 'AnthropicApiKeySecretArn'")
+
+    def test_another_function_reading_the_api_key_fails(self):
+        template = self.mutated()
+        self.first_statements(template, "CheckerFunction").append(
+            {
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": {"Ref": "AnthropicApiKeySecretArn"},
+            }
+        )
+        problems = template_problems(template)
+        self.assert_problem(problems, "CheckerFunction", "secretsmanager:GetSecretValue")
 
     def test_a_wildcard_action_fails(self):
         template = self.mutated()

@@ -46,7 +46,9 @@ class TemplateTest(unittest.TestCase):
             self.assertEqual(ttl["TimeToLiveSpecification"]["AttributeName"], "expires_at")
 
     def test_environment_resolves_every_reference(self):
-        env = stack.function_environment(self.template, "p-", {"AllowedOrigin": "http://127.0.0.1:9000"})
+        env = stack.function_environment(
+            self.template, "p-", {"AllowedOrigin": "http://127.0.0.1:9000", **PROVIDER}
+        )
         self.assertEqual(env["SESSIONS_TABLE"], "p-SessionsTable")
         self.assertEqual(env["ALLOWED_ORIGIN"], "http://127.0.0.1:9000")
         self.assertEqual(env["SESSION_COOKIE_NAME"], "knoq_session")
@@ -56,13 +58,22 @@ class TemplateTest(unittest.TestCase):
     def test_every_variable_the_functions_require_is_set_by_the_template(self):
         required = set(re.findall(r'required\("([A-Z_]+)"\)', CONFIG_RS.read_text()))
         self.assertGreaterEqual(len(required), 6, "config.rs changed shape; update this test")
-        env = stack.function_environment(self.template, "p-", {})
+        env = stack.function_environment(self.template, "p-", PROVIDER)
         self.assertEqual(required - set(env), set())
+        self.assertEqual(env["ANTHROPIC_API_KEY_SECRET_ARN"], "arn:local-secret")
+
+    def test_a_parameter_without_default_must_be_set_locally(self):
+        with self.assertRaises(SystemExit):
+            stack.function_environment(self.template, "p-", {})
 
     def test_unknown_reference_is_an_error(self):
         broken = {**self.template, "Globals": {"Function": {"Environment": {"Variables": {"X": {"Ref": "Nope"}}}}}}
         with self.assertRaises(SystemExit):
             stack.function_environment(broken, "p-", {})
+
+
+#: The provider parameters the local stack sets (the template has no default for the secret).
+PROVIDER = stack.provider_parameters("arn:local-secret", {"base_url": "http://127.0.0.1:1"})
 
 
 class StateMachineTest(unittest.TestCase):
@@ -94,15 +105,27 @@ class StateMachineTest(unittest.TestCase):
             self.assertEqual(target[1], "Arn")
         # ...and the role may invoke exactly those functions, nothing else.
         statements = self.props["Policies"][0]["Statement"]
-        allowed = {json.dumps(s["Resource"]) for s in statements if "lambda:InvokeFunction" in s["Action"]}
+        allowed = set()
+        for statement in statements:
+            if "lambda:InvokeFunction" in statement["Action"]:
+                resources = statement["Resource"]
+                resources = resources if isinstance(resources, list) else [resources]
+                allowed |= {json.dumps(resource) for resource in resources}
         self.assertEqual(allowed, {json.dumps(substitutions[key]) for key in invoked})
 
     def test_the_loop_waits_polls_and_chooses_with_retries_catch_and_a_timeout(self):
         states = self.definition["States"]
-        self.assertEqual(self.definition["StartAt"], "WaitForNextPoll")
+        self.assertEqual(self.definition["StartAt"], "StartWorker")
+        start = states["StartWorker"]
+        self.assertEqual(start["Parameters"]["InvocationType"], "Event", "the worker runs beside the loop")
+        self.assertEqual(start["Parameters"]["FunctionName"], "${WorkerFunctionArn}")
+        self.assertEqual(start["Next"], "WaitForNextPoll")
+        self.assertEqual(start["Catch"][0]["Next"], "RecordFailure")
         self.assertEqual(states["WaitForNextPoll"]["Next"], "Poll")
         self.assertEqual(states["Poll"]["Next"], "TurnGoesOn")
-        self.assertEqual(states["TurnGoesOn"]["Choices"][0]["Next"], "WaitForNextPoll")
+        self.assertEqual(states["Poll"]["Parameters"]["FunctionName"], "${CheckerFunctionArn}")
+        choices = {c["StringEquals"]: c["Next"] for c in states["TurnGoesOn"]["Choices"]}
+        self.assertEqual(choices, {"continue": "WaitForNextPoll", "startWorker": "StartWorker"})
         self.assertTrue(states["Poll"]["Retry"])
         self.assertEqual(states["Poll"]["Catch"][0]["Next"], "RecordFailure")
         self.assertEqual(states["RecordFailure"]["Next"], "TurnFailed")
@@ -116,8 +139,19 @@ class StateMachineTest(unittest.TestCase):
 
     def test_local_definition_substitutes_the_local_function_name(self):
         local = json.loads(stack.state_machine_definition(self.template, "TurnStateMachine"))
-        for state in self.task_states(local).values():
-            self.assertEqual(state["Parameters"]["FunctionName"], "checker")
+        names = {name: state["Parameters"]["FunctionName"] for name, state in self.task_states(local).items()}
+        self.assertEqual(names, {"StartWorker": "worker", "Poll": "checker", "RecordFailure": "checker"})
+
+    def test_the_worker_is_the_one_function_started_asynchronously(self):
+        self.assertEqual(stack.asynchronous_functions(self.template), {"worker"})
+
+    def test_env_values_survive_dotenv_and_the_shell(self):
+        self.assertEqual(stack.env_value("http://127.0.0.1:1"), "http://127.0.0.1:1")
+        quoted = stack.env_value('say "hi" for $5, it\'s `fine`')
+        echoed = subprocess.run(
+            ["bash", "-c", f"X={quoted}; printf %s \"$X\""], capture_output=True, text=True, check=True
+        ).stdout
+        self.assertEqual(echoed, 'say "hi" for $5, it\'s `fine`')
 
     def cfn_lint_with_definition(self, definition) -> subprocess.CompletedProcess:
         """cfn-lint reads neither a DefinitionUri file nor (after the SAM transform) an

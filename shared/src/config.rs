@@ -64,9 +64,9 @@ pub struct WorkflowConfig {
     /// Seconds between two polls of a run (`POLL_INTERVAL_SECS`, 1 to 5): the longest a
     /// cancel waits to be seen.
     pub poll_interval_secs: u64,
-    /// The shortest a scripted turn lasts (`SCRIPTED_TURN_SECS`), so it can be cancelled
-    /// mid-flight by hand.
-    pub scripted_turn: Duration,
+    /// How long a turn's worker may take to start (`WORKER_START_GRACE_SECS`): a turn with no
+    /// worker after this is ended as lost.
+    pub worker_start_grace: Duration,
     /// Whether the checker honours faults a test plants on a session
     /// (`KNOQ_FAULT_INJECTION=enabled`). Never set by the template.
     pub fault_injection: bool,
@@ -74,13 +74,79 @@ pub struct WorkflowConfig {
 
 /// Default poll interval in seconds (`POLL_INTERVAL_SECS` overrides it).
 pub const DEFAULT_POLL_INTERVAL_SECS: u64 = 2;
-/// Default shortest scripted turn in seconds (`SCRIPTED_TURN_SECS` overrides it).
-pub const DEFAULT_SCRIPTED_TURN_SECS: u64 = 8;
+/// Default time a turn's worker has to start, in seconds (`WORKER_START_GRACE_SECS`).
+pub const DEFAULT_WORKER_START_GRACE_SECS: u64 = 60;
 
 /// Default session cookie name (`SESSION_COOKIE_NAME` overrides it).
 pub const DEFAULT_COOKIE_NAME: &str = "knoq_session";
 /// Default auth cache lifetime in seconds (`AUTH_CACHE_TTL_SECS` overrides it).
 pub const DEFAULT_AUTH_CACHE_TTL_SECS: u64 = 5;
+
+/// How the worker talks to the model provider. Only the worker reads it (the other
+/// functions never call the provider), so its variables are required there only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The Messages API's base URL (`ANTHROPIC_BASE_URL`); `http://` is allowed for a
+    /// local endpoint.
+    pub base_url: String,
+    /// The Secrets Manager secret holding the API key (`ANTHROPIC_API_KEY_SECRET_ARN`): its
+    /// `SecretString` is the key.
+    pub api_key_secret: String,
+    /// The model (`KNOQ_MODEL`).
+    pub model: String,
+    /// Output tokens a model call may use (`KNOQ_MAX_TOKENS`, 1 to 128000).
+    pub max_tokens: u32,
+    /// The system prompt of every call (`KNOQ_SYSTEM_PROMPT`; empty for none).
+    pub system_prompt: String,
+    /// The most model calls one turn makes (`KNOQ_MAX_STEPS`, 1 to 50).
+    pub max_steps: u32,
+}
+
+/// The provider's public endpoint (`ANTHROPIC_BASE_URL` overrides it).
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// Default model (`KNOQ_MODEL` overrides it).
+pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
+/// Default output tokens per model call.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+/// Default step cap of a turn.
+pub const DEFAULT_MAX_STEPS: u32 = 8;
+
+impl AgentConfig {
+    /// Reads the worker's provider settings through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let text = |name: &'static str| {
+            lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        };
+        let number = |name: &'static str, default: u32, max: u32| match lookup(name) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse::<u32>().ok().filter(|v| (1..=max).contains(v)).ok_or(
+                ConfigError::Invalid {
+                    name,
+                    value: raw,
+                    reason: "must be a whole number in the allowed range",
+                },
+            ),
+        };
+        let base_url =
+            text("ANTHROPIC_BASE_URL").unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.into());
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                name: "ANTHROPIC_BASE_URL",
+                value: base_url,
+                reason: "must start with https:// or http://",
+            });
+        }
+        Ok(Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key_secret: text("ANTHROPIC_API_KEY_SECRET_ARN")
+                .ok_or(ConfigError::Missing("ANTHROPIC_API_KEY_SECRET_ARN"))?,
+            model: text("KNOQ_MODEL").unwrap_or_else(|| DEFAULT_MODEL.into()),
+            max_tokens: number("KNOQ_MAX_TOKENS", DEFAULT_MAX_TOKENS, 128_000)?,
+            system_prompt: lookup("KNOQ_SYSTEM_PROMPT").unwrap_or_default(),
+            max_steps: number("KNOQ_MAX_STEPS", DEFAULT_MAX_STEPS, 50)?,
+        })
+    }
+}
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -146,10 +212,10 @@ impl Config {
             state_machine_arn: lookup("TURN_STATE_MACHINE_ARN")
                 .filter(|arn| !arn.trim().is_empty()),
             poll_interval_secs: seconds("POLL_INTERVAL_SECS", DEFAULT_POLL_INTERVAL_SECS, 1..=5)?,
-            scripted_turn: Duration::from_secs(seconds(
-                "SCRIPTED_TURN_SECS",
-                DEFAULT_SCRIPTED_TURN_SECS,
-                0..=600,
+            worker_start_grace: Duration::from_secs(seconds(
+                "WORKER_START_GRACE_SECS",
+                DEFAULT_WORKER_START_GRACE_SECS,
+                5..=600,
             )?),
             fault_injection: lookup("KNOQ_FAULT_INJECTION").as_deref() == Some("enabled"),
         };
@@ -233,6 +299,31 @@ mod tests {
             let err = read(&vars).unwrap_err();
             assert!(err.to_string().contains("POLL_INTERVAL_SECS"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_agent_needs_its_secret_and_bounded_numbers() {
+        let mut vars = HashMap::from([("ANTHROPIC_API_KEY_SECRET_ARN", "arn:secret")]);
+        let read = |vars: &HashMap<&str, &str>| {
+            AgentConfig::from_lookup(|name| vars.get(name).map(|v| v.to_string()))
+        };
+        let config = read(&vars).unwrap();
+        assert_eq!(config.base_url, DEFAULT_ANTHROPIC_BASE_URL);
+        assert_eq!((config.max_tokens, config.max_steps), (DEFAULT_MAX_TOKENS, DEFAULT_MAX_STEPS));
+        vars.insert("ANTHROPIC_BASE_URL", "http://127.0.0.1:8787/");
+        assert_eq!(read(&vars).unwrap().base_url, "http://127.0.0.1:8787");
+        vars.insert("KNOQ_MAX_STEPS", "0");
+        assert!(read(&vars).unwrap_err().to_string().contains("KNOQ_MAX_STEPS"));
+        vars.remove("KNOQ_MAX_STEPS");
+        vars.insert("ANTHROPIC_BASE_URL", "ftp://x");
+        assert!(read(&vars).is_err());
+        vars.remove("ANTHROPIC_API_KEY_SECRET_ARN");
+        vars.remove("ANTHROPIC_BASE_URL");
+        let err = read(&vars).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable ANTHROPIC_API_KEY_SECRET_ARN is required but not set"
+        );
     }
 
     #[test]

@@ -7,8 +7,11 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 use tracing::Instrument;
 
-use crate::agent::ScriptedAgent;
+use crate::agent::provider::{ApiKey, Provider, ProviderConfig};
+use crate::agent::runtime::{Worker, WorkerRequest, WorkerSettings};
+use crate::agent::tools::{SearchSessions, Tools};
 use crate::app::App;
+use crate::config::AgentConfig;
 use crate::telemetry;
 use crate::turn::{Checker, CheckerRequest};
 
@@ -70,19 +73,81 @@ pub fn route_of(request: &Request) -> String {
     }
 }
 
-/// Serves the checker (the turn workflow's poll step) on the Lambda runtime, driving the
-/// built-in scripted agent.
+/// Serves the checker (the turn workflow's poll step) on the Lambda runtime.
 pub async fn serve_checker() -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init();
     let app = App::from_env().await?;
     let workflow = &app.config.workflow;
-    let agent = ScriptedAgent { min_turn: workflow.scripted_turn };
-    let checker: &'static Checker<ScriptedAgent> =
-        Box::leak(Box::new(Checker::new(app.sessions.clone(), agent, workflow.fault_injection)));
+    let checker: &'static Checker = Box::leak(Box::new(Checker::new(
+        app.sessions.clone(),
+        workflow.worker_start_grace,
+        workflow.fault_injection,
+    )));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<CheckerRequest>| checker.handle(event.payload),
     ))
     .await
+}
+
+/// Serves the worker (plays one turn against the model provider) on the Lambda runtime. The
+/// API key is read from Secrets Manager once, when the container starts.
+pub async fn serve_worker() -> Result<(), lambda_runtime::Error> {
+    crate::telemetry::init();
+    let sdk = crate::app::load_sdk_config().await;
+    let app = App::new(crate::config::Config::from_env()?, &sdk);
+    let agent = AgentConfig::from_lookup(|name| std::env::var(name).ok())?;
+    let api_key =
+        read_api_key(&aws_sdk_secretsmanager::Client::new(&sdk), &agent.api_key_secret).await?;
+    let provider = Provider::new(ProviderConfig {
+        base_url: agent.base_url.clone(),
+        api_key,
+        model: agent.model.clone(),
+        max_tokens: agent.max_tokens,
+        system_prompt: agent.system_prompt.clone(),
+        max_attempts: 4,
+        retry_base: std::time::Duration::from_millis(500),
+        max_retry_wait: std::time::Duration::from_secs(30),
+        connect_timeout: std::time::Duration::from_secs(10),
+    })?;
+    let poll = std::time::Duration::from_secs(app.config.workflow.poll_interval_secs);
+    let settings = WorkerSettings {
+        max_steps: agent.max_steps,
+        heartbeat: poll / 2,
+        lease: std::time::Duration::from_secs(15).max(poll * 5),
+        fault_injection: app.config.workflow.fault_injection,
+    };
+    let tools =
+        Tools::new(vec![Box::new(SearchSessions::new(app.sessions.clone(), app.events.clone()))]);
+    let worker: &'static Worker = Box::leak(Box::new(Worker::new(
+        app.sessions.clone(),
+        app.events.clone(),
+        provider,
+        tools,
+        settings,
+    )));
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<WorkerRequest>| worker.handle(event.payload),
+    ))
+    .await
+}
+
+/// The API key stored in the secret `secret_id` (its `SecretString`, trimmed). The error
+/// names the secret, never its value.
+async fn read_api_key(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> Result<ApiKey, lambda_runtime::Error> {
+    let output = client.get_secret_value().secret_id(secret_id).send().await.map_err(|e| {
+        format!(
+            "the API key secret {secret_id} could not be read: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+        )
+    })?;
+    let key = output.secret_string().map(str::trim).unwrap_or_default();
+    if key.is_empty() {
+        return Err(format!("the API key secret {secret_id} has no SecretString").into());
+    }
+    Ok(ApiKey::new(key.to_owned()))
 }
 
 #[cfg(test)]

@@ -14,11 +14,22 @@ use sha2::{Digest, Sha256};
 /// The CloudWatch namespace of every metric.
 pub const NAMESPACE: &str = "Knoq/ManagedAgents";
 
-/// Installs the global `tracing` subscriber (JSON, no ANSI colours, no timestamps: Lambda
-/// adds its own; the fields of the request span on every line). Calling it twice is harmless.
+/// Installs the global `tracing` subscriber: JSON lines (no ANSI colours, no timestamps:
+/// Lambda adds its own; the fields of the request span on every line), or, where a person
+/// reads the output (`KNOQ_LOG_FORMAT=text`, which the local stack sets), one compact plain
+/// line per event. Calling it twice is harmless.
 pub fn init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if for_people() {
+        let _ = tracing_subscriber::fmt()
+            .compact()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_target(false)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
@@ -27,6 +38,12 @@ pub fn init() {
         .with_current_span(true)
         .with_span_list(false)
         .try_init();
+}
+
+/// Whether logs are for a person (`KNOQ_LOG_FORMAT=text`): plain lines and no metric lines.
+fn for_people() -> bool {
+    static TEXT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TEXT.get_or_init(|| std::env::var("KNOQ_LOG_FORMAT").as_deref() == Ok("text"))
 }
 
 /// A pseudonymous, stable tag for a user in logs: the first 16 hex digits of SHA-256 of
@@ -89,7 +106,9 @@ pub fn emf_line(route: &str, metrics: &[(&str, f64, Unit)], timestamp_ms: i64) -
 /// watch` do); handlers called in-process (tests, benchmarks) write none.
 pub fn emit(route: &str, metrics: &[(&str, f64, Unit)]) {
     static IN_LAMBDA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if !*IN_LAMBDA.get_or_init(|| std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some()) {
+    if !*IN_LAMBDA.get_or_init(|| std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some())
+        || for_people()
+    {
         return;
     }
     let line = emf_line(route, metrics, crate::clock::Instant::now().epoch_millis());

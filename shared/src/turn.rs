@@ -1,13 +1,19 @@
 //! The checker: what the turn workflow's poll step runs on every cycle.
 //!
+//! The turn itself is played by a worker ([`crate::agent::runtime`]) that the state machine
+//! starts beside the poll loop; the checker stays the one that decides when a run is over.
 //! Each `poll` reads the session (one strongly consistent `GetItem`) and then, in order:
 //! 1. session gone or being deleted → stop, writing nothing;
 //! 2. session cancelled → write the one `status_terminated` event (unless the cancel
-//!    function or an earlier cycle already did) and stop: the graceful exit;
+//!    function or an earlier cycle already did) and stop: the graceful exit (the worker sees
+//!    the cancel at its next heartbeat and drops its model call);
 //! 3. this run is no longer the session's active run → stop, writing nothing;
-//! 4. otherwise ask the [`Agent`] for one step and append its event under the run's guard;
-//!    when the agent has finished, start the next turn if user messages were queued during
-//!    this one, else append `status_idle`, which also clears the run.
+//! 4. the worker reported the turn finished → start the next turn if user messages were
+//!    queued during this one (answer `startWorker`), else append `status_idle`, which also
+//!    clears the run; the worker reported a failure → append its `error` event, end the run;
+//! 5. the worker's lease ran out (it died or hangs) → append an `error` event
+//!    (`worker_lost`) and end the run, so a dead worker never holds the session;
+//! 6. otherwise the turn goes on.
 //!
 //! A `fail` (the state machine's `Catch` path) writes an `error` event and frees the session,
 //! unless it was cancelled meanwhile (then `status_terminated`, as above).
@@ -15,7 +21,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::agent::{Agent, AgentError, Step, Turn};
+use std::time::Duration;
+
 use crate::clock::Instant;
 use crate::domain::{EventType, RunId};
 use crate::store::StoreError;
@@ -30,14 +37,19 @@ pub const CHECKER_FAULT: &str = "checker";
 
 /// The `error` event that ends a failed run; `error_type` names what failed.
 pub fn error_event(error_type: &str) -> NewEvent {
-    NewEvent::new(
-        EventType::Error,
-        json!({
-            "message": "The agent's turn failed and was stopped. Send a message to try again.",
-            "errorType": error_type,
-        }),
+    error_event_with(
+        error_type,
+        "The agent's turn failed and was stopped. Send a message to try again.",
     )
 }
+
+/// The `error` event `{message, errorType}` that ends a failed run.
+pub fn error_event_with(error_type: &str, message: &str) -> NewEvent {
+    NewEvent::new(EventType::Error, json!({ "message": message, "errorType": error_type }))
+}
+
+/// The `errorType` of a turn whose worker stopped renewing its lease.
+pub const WORKER_LOST: &str = "worker_lost";
 
 /// What the state machine asks the checker.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -68,6 +80,8 @@ pub enum CheckerRequest {
 pub enum Next {
     /// Wait one interval and poll again.
     Continue,
+    /// Start a worker for the run's next turn (messages were queued), then poll again.
+    StartWorker,
     /// The run is over.
     Stop,
 }
@@ -116,9 +130,6 @@ pub enum CheckerError {
     /// DynamoDB failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The agent could not advance.
-    #[error(transparent)]
-    Agent(#[from] AgentError),
     /// A test planted this fault on the session.
     #[error("injected fault: {0}")]
     Injected(String),
@@ -130,26 +141,30 @@ impl From<CheckerError> for lambda_runtime::Diagnostic {
     fn from(error: CheckerError) -> Self {
         let error_type = match &error {
             CheckerError::Store(_) => "Knoq.StoreError",
-            CheckerError::Agent(_) => "Knoq.AgentError",
             CheckerError::Injected(_) => "Knoq.InjectedFault",
         };
         Self { error_type: error_type.into(), error_message: error.to_string() }
     }
 }
 
-/// Runs the checker's cycle with one agent.
+/// Runs the checker's cycle.
 #[derive(Debug, Clone)]
-pub struct Checker<A> {
+pub struct Checker {
     sessions: SessionStore,
-    agent: A,
+    worker_start_grace: Duration,
     fault_injection: bool,
 }
 
-impl<A: Agent> Checker<A> {
-    /// A checker over `sessions` driving `agent`; `fault_injection` lets tests make polls
-    /// fail (never enabled by the template).
-    pub fn new(sessions: SessionStore, agent: A, fault_injection: bool) -> Self {
-        Self { sessions, agent, fault_injection }
+impl Checker {
+    /// A checker over `sessions`. A turn whose worker has not claimed it within
+    /// `worker_start_grace` of the turn's start is taken for lost; `fault_injection` lets
+    /// tests make polls fail (never enabled by the template).
+    pub fn new(
+        sessions: SessionStore,
+        worker_start_grace: Duration,
+        fault_injection: bool,
+    ) -> Self {
+        Self { sessions, worker_start_grace, fault_injection }
     }
 
     /// Handles one request from the state machine.
@@ -182,34 +197,61 @@ impl<A: Agent> Checker<A> {
             return Err(CheckerError::Injected(CHECKER_FAULT.into()));
         }
         let run = session.active_run.as_ref().expect("read_for_run checked the run is active");
-        let turn = Turn {
-            session_id: session.id.clone(),
-            title: session.title.clone(),
-            step: run.step,
-            started_at: run.started_at,
-        };
-        let (event, finish) = match self.agent.advance(&turn, now).await? {
-            Step::Pending => return Ok(CheckerResponse::go_on()),
-            Step::Emit(event) => (event, false),
-            Step::Finished if session.queued_messages > 0 => {
-                if self.sessions.start_next_turn(&session, run, now).await? {
-                    return Ok(CheckerResponse::go_on());
-                }
-                return self.after_refusal(session_id, run_id, now).await;
-            }
-            Step::Finished => {
-                (NewEvent::new(EventType::StatusIdle, json!({ "stopReason": "end_turn" })), true)
-            }
-        };
-        if self.sessions.append_turn_event(&session, run, &event, finish, now).await? {
-            return Ok(if finish {
-                CheckerResponse::stop(Outcome::Idle)
-            } else {
-                CheckerResponse::go_on()
+        let worker = &run.worker;
+        let Some(result) = worker.result.as_deref() else {
+            let grace = self.worker_start_grace.as_millis() as i64;
+            let deadline = worker.lease_until.unwrap_or_else(|| {
+                Instant::from_epoch_millis(run.started_at.epoch_millis() + grace)
             });
+            if now <= deadline {
+                return Ok(CheckerResponse::go_on());
+            }
+            tracing::warn!(session_id, run_id = %run_id, worker_id = ?worker.worker_id, "worker lost");
+            let event = error_event_with(
+                WORKER_LOST,
+                "The agent stopped responding and its turn was ended. Send a message to try again.",
+            );
+            return self.end_failed(&session, run_id, &event, now).await;
+        };
+        if result == "failed" {
+            let event = error_event_with(
+                worker.error_type.as_deref().unwrap_or("unknown_error"),
+                worker.error_message.as_deref().unwrap_or("The agent's turn failed."),
+            );
+            return self.end_failed(&session, run_id, &event, now).await;
         }
-        // The guard refused: a cancel (or a newer event) landed since the read.
+        if session.queued_messages > 0 {
+            if self.sessions.start_next_turn(&session, run, now).await? {
+                return Ok(CheckerResponse { next: Next::StartWorker, outcome: Outcome::Running });
+            }
+            return self.after_refusal(session_id, run_id, now).await;
+        }
+        let idle = NewEvent::new(
+            EventType::StatusIdle,
+            json!({
+                "stopReason": result,
+                "usage": { "inputTokens": worker.input_tokens, "outputTokens": worker.output_tokens },
+            }),
+        );
+        if self.sessions.append_turn_event(&session, run, &idle, true, now).await? {
+            return Ok(CheckerResponse::stop(Outcome::Idle));
+        }
+        // The guard refused: a cancel (or a queued message) landed since the read.
         self.after_refusal(session_id, run_id, now).await
+    }
+
+    /// Ends the run with `event` (an `error`), unless something changed since the read.
+    async fn end_failed(
+        &self,
+        session: &SessionRecord,
+        run_id: &RunId,
+        event: &NewEvent,
+        now: Instant,
+    ) -> Result<CheckerResponse, CheckerError> {
+        if self.sessions.fail_turn(session, run_id, event, now).await? {
+            return Ok(CheckerResponse::stop(Outcome::Failed));
+        }
+        self.after_refusal(&session.id, run_id, now).await
     }
 
     async fn fail(

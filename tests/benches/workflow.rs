@@ -1,9 +1,11 @@
 //! `make bench-workflow`: how long a cancel takes to end a running turn.
 //!
 //! Starts [`TURNS`] real turns over HTTP on the local stack (state machine in the emulator,
-//! checker under `cargo lambda watch`), [`AT_ONCE`] at a time, cancels each at a random
-//! point of its scripted turn, and measures from the cancel's HTTP answer to the moment the
-//! `status_terminated` event can be read (a strongly consistent Query every 5 ms).
+//! checker and worker under `cargo lambda watch`, the worker streaming a 10 s answer from the
+//! bundled provider emulator), [`AT_ONCE`] at a time, cancels each at a random point of its
+//! answer, and measures from the cancel's HTTP answer to the moment the `status_terminated`
+//! event can be read (a strongly consistent Query every 5 ms), and to the moment the provider
+//! emulator saw the worker close the model call's connection (its own clock, same machine).
 //! With polling alone, the expected median is about half a poll interval and the maximum
 //! about one interval plus the overhead of one poll: the emulator invoking the checker over
 //! HTTP, the checker's GetItem and its termination transaction.
@@ -19,13 +21,14 @@ use futures::future::join_all;
 use knoq_tests::*;
 
 /// Turns measured.
-const TURNS: usize = 12;
+const TURNS: usize = 20;
 /// Turns running at the same time.
 const AT_ONCE: usize = 4;
 
 struct Sample {
     visible: Duration,
     server: Duration,
+    provider_closed: Duration,
 }
 
 /// A pseudo-random fraction in [0, 1) from a fresh UUID (no extra dependency).
@@ -54,15 +57,23 @@ async fn terminated_event(db: &aws_sdk_dynamodb::Client, table: &str, id: &str) 
     output.items().first().map(|item| attr(item, "occurred_at").unwrap().to_owned())
 }
 
-async fn one_turn(client: &ApiClient, min_turn: Duration) -> Sample {
+/// How long each benchmark answer streams: 200 words, 50 ms each.
+const ANSWER: Duration = Duration::from_secs(10);
+
+async fn one_turn(client: &ApiClient) -> Sample {
     let db = dynamodb().await;
     let events = config().tables.events;
-    let (id, _) = client.create("Benchmark turn").await;
-    // Cancel somewhere inside the turn: after the first poll, before it could finish.
-    let window = min_turn.as_secs_f64() - 2.0;
-    tokio::time::sleep(Duration::from_secs_f64(1.0 + window * fraction())).await;
+    let tag = unique("bench");
+    let (id, _) = client
+        .create(&format!("Benchmark turn [[emu tag={tag} notool=1 words=200 delay_ms=50]]"))
+        .await;
+    provider_calls_until(&tag, Duration::from_secs(30), |calls| !calls.is_empty()).await;
+    // Cancel somewhere inside the streamed answer.
+    let window = ANSWER.as_secs_f64() - 2.0;
+    tokio::time::sleep(Duration::from_secs_f64(0.5 + window * fraction())).await;
     client.cancel(&id).await;
     let answered = Mono::now();
+    let answered_ms = epoch_ms();
     let occurred_at = loop {
         if let Some(at) = terminated_event(&db, &events, &id).await {
             break at;
@@ -74,7 +85,14 @@ async fn one_turn(client: &ApiClient, min_turn: Duration) -> Sample {
     let session = session_item(&id).await.unwrap();
     let cancelled_at = millis_of(attr(&session, "cancelled_at").unwrap());
     let server = Duration::from_millis((millis_of(&occurred_at) - cancelled_at).max(0) as u64);
-    Sample { visible, server }
+    let calls = provider_calls_until(&tag, Duration::from_secs(10), |calls| {
+        calls.iter().all(|call| !call["closedAtMs"].is_null())
+    })
+    .await;
+    let closed_ms = calls.last().unwrap()["closedAtMs"].as_i64().unwrap();
+    assert_eq!(calls.last().unwrap()["closedBy"], "client", "{calls:?}");
+    let provider_closed = Duration::from_millis((closed_ms - answered_ms).max(0) as u64);
+    Sample { visible, server, provider_closed }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -104,7 +122,7 @@ async fn main() {
     let mut samples = Vec::new();
     for _ in 0..TURNS.div_ceil(AT_ONCE) {
         let client = ApiClient::for_new_caller().await;
-        let batch = join_all((0..AT_ONCE).map(|_| one_turn(&client, workflow.scripted_turn))).await;
+        let batch = join_all((0..AT_ONCE).map(|_| one_turn(&client))).await;
         samples.extend(batch);
     }
     println!(
@@ -124,11 +142,20 @@ async fn main() {
         samples.iter().map(|s| s.server).collect(),
         interval,
     );
+    row(
+        "cancel answer -> provider connection closed",
+        samples.iter().map(|s| s.provider_closed).collect(),
+        interval,
+    );
+    let mut closed: Vec<Duration> = samples.iter().map(|s| s.provider_closed).collect();
+    closed.sort();
     let mut visible: Vec<Duration> = samples.iter().map(|s| s.visible).collect();
     visible.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("cancel_to_terminated_p50_ms={:.0}", ms(percentile(&visible, 50.0)));
     println!("cancel_to_terminated_p95_ms={:.0}", ms(percentile(&visible, 95.0)));
     println!("cancel_to_terminated_max_ms={:.0}", ms(*visible.last().unwrap()));
+    println!("cancel_to_provider_closed_p50_ms={:.0}", ms(percentile(&closed, 50.0)));
+    println!("cancel_to_provider_closed_max_ms={:.0}", ms(*closed.last().unwrap()));
     println!("poll_interval_ms={}", interval.as_millis());
 }

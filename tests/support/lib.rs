@@ -403,3 +403,62 @@ pub async fn execution_end(run_id: &str, within: Duration) -> String {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The bundled provider emulator's base URL (`make test` starts it).
+pub fn provider_url() -> String {
+    std::env::var("KNOQ_PROVIDER_URL").expect("KNOQ_PROVIDER_URL: run through `make test`")
+}
+
+/// What the provider emulator recorded of every model call tagged `tag` (`[[emu tag=...]]` in
+/// the conversation's latest user text), oldest first: `startedAtMs`, `closedAtMs`,
+/// `closedBy` (`client` when the worker hung up), `textSent`, `messageCount`, ...
+pub async fn provider_calls(tag: &str) -> Vec<Value> {
+    let url = format!("{}/_emulator/requests", provider_url());
+    let response = reqwest::Client::new().get(url).query(&[("tag", tag)]).send().await;
+    let calls: Value = response.expect("the provider emulator answers").json().await.unwrap();
+    calls.as_array().expect("a list of calls").clone()
+}
+
+/// Polls the provider emulator until `done` holds for the calls tagged `tag`.
+pub async fn provider_calls_until(
+    tag: &str,
+    within: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let calls = provider_calls(tag).await;
+        if done(&calls) {
+            return calls;
+        }
+        assert!(std::time::Instant::now() < deadline, "calls tagged {tag}: {calls:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Invokes the worker directly (the Lambda Invoke API of `cargo lambda watch`), as a second
+/// delivery of the state machine's start would: its answer.
+pub async fn invoke_worker(session_id: &str, run_id: &str) -> Value {
+    let base = std::env::var("KNOQ_API_URL").expect("KNOQ_API_URL: run through `make test`");
+    let url = format!("{base}/2015-03-31/functions/worker/invocations");
+    let payload = serde_json::json!({ "sessionId": session_id, "runId": run_id });
+    let response = reqwest::Client::new().post(url).json(&payload).send().await.unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+    response.json().await.unwrap()
+}
+
+/// Milliseconds since the epoch, as the provider emulator records times.
+pub fn epoch_ms() -> i64 {
+    knoq_shared::clock::Instant::now().epoch_millis()
+}
+
+/// The texts of a transcript's `agent_message` events, in order.
+pub fn agent_texts(transcript: &Value) -> Vec<String> {
+    transcript["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|event| event["type"] == "agent_message")
+        .map(|event| event["payload"]["text"].as_str().unwrap().to_string())
+        .collect()
+}

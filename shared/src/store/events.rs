@@ -22,6 +22,8 @@ pub struct StoredEvent {
     pub occurred_at: String,
     /// The event's JSON payload.
     pub payload: Value,
+    /// The turn it belongs to, where recorded (internal: never answered).
+    pub turn: Option<u64>,
 }
 
 /// Most items one `BatchWriteItem` may carry (a DynamoDB limit).
@@ -101,6 +103,7 @@ impl EventStore {
                     occurred_at: require_s(item, "occurred_at")?,
                     payload: serde_json::from_str(payload)
                         .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?,
+                    turn: super::get_i64(item, "turn_seq").map(|turn| turn.max(0) as u64),
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

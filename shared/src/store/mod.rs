@@ -8,6 +8,7 @@ pub mod auth_sessions;
 pub mod events;
 pub mod organisations;
 pub mod sessions;
+pub mod turn_worker;
 
 use std::collections::HashMap;
 

@@ -47,8 +47,13 @@ pub const STATUS_TERMINATED: &str = "terminated";
 const APPEND_ATTEMPTS: u32 = 5;
 
 /// The attributes that describe the active run; removed together when it ends.
-const RUN_ATTRIBUTES: &str =
-    "active_run, run_started_at, run_expires_at, turn_step, queued_messages";
+pub(super) const RUN_ATTRIBUTES: &str = "active_run, run_started_at, run_expires_at, turn_step, \
+     queued_messages, worker_id, worker_lease_until, turn_result, turn_error_type, \
+     turn_error_message, turn_input_tokens, turn_output_tokens";
+
+/// The attributes of one turn's worker; removed when the next turn of the same run starts.
+pub(super) const TURN_WORKER_ATTRIBUTES: &str = "worker_id, worker_lease_until, turn_result, \
+     turn_error_type, turn_error_message, turn_input_tokens, turn_output_tokens";
 
 /// The sessions table's index of a user's sessions in an organisation by `updated_at`.
 pub const OWNER_INDEX: &str = "by_owner";
@@ -67,6 +72,30 @@ pub struct ActiveRun {
     pub expires_at: Instant,
     /// How many agent steps the run has written.
     pub step: u32,
+    /// What the worker of the current turn reported, as far as it got.
+    pub worker: TurnWorker,
+}
+
+/// The worker of a run's current turn, as the session item records it (see
+/// [`crate::agent::runtime`]): who claimed the turn, until when its lease runs, and how
+/// the turn ended once it did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TurnWorker {
+    /// The invocation that claimed the turn; `None` until a worker starts.
+    pub worker_id: Option<String>,
+    /// The worker's lease: past this without a result, the worker is taken for dead.
+    pub lease_until: Option<Instant>,
+    /// How the turn ended (`end_turn`, `max_tokens`, `max_steps`, or `failed`), once the
+    /// worker has written its last event.
+    pub result: Option<String>,
+    /// For a failed turn, the `errorType` of its `error` event.
+    pub error_type: Option<String>,
+    /// For a failed turn, the `message` of its `error` event.
+    pub error_message: Option<String>,
+    /// Input tokens the turn's model calls used, as far as known.
+    pub input_tokens: u64,
+    /// Output tokens the turn's model calls used, as far as known.
+    pub output_tokens: u64,
 }
 
 /// A session item as stored.
@@ -96,6 +125,11 @@ pub struct SessionRecord {
     pub terminated_at: Option<String>,
     /// User messages queued for the active run's next turn.
     pub queued_messages: u32,
+    /// The number of the session's latest turn (`turn_seq`): 1 for the opening message's,
+    /// one more for every turn after it. Each event carries the turn it belongs to, so a
+    /// message queued during turn N is read back after all of turn N (see
+    /// [`crate::agent::history`]).
+    pub turn_seq: u64,
     /// When a delete began, if one did: the session is then gone for every route.
     pub deleted_at: Option<String>,
     /// A fault a test asked the checker to raise (`inject_fault`); honoured only where
@@ -114,6 +148,16 @@ impl SessionRecord {
                 expires_at: Instant::from_epoch_millis(millis(item, "run_expires_at")?),
                 step: u32::try_from(millis(item, "turn_step")?)
                     .map_err(|_| StoreError::Corrupt("turn_step out of range".into()))?,
+                worker: TurnWorker {
+                    worker_id: get_s(item, "worker_id").map(str::to_owned),
+                    lease_until: get_i64(item, "worker_lease_until")
+                        .map(Instant::from_epoch_millis),
+                    result: get_s(item, "turn_result").map(str::to_owned),
+                    error_type: get_s(item, "turn_error_type").map(str::to_owned),
+                    error_message: get_s(item, "turn_error_message").map(str::to_owned),
+                    input_tokens: get_i64(item, "turn_input_tokens").unwrap_or(0).max(0) as u64,
+                    output_tokens: get_i64(item, "turn_output_tokens").unwrap_or(0).max(0) as u64,
+                },
             }),
         };
         Ok(Self {
@@ -128,6 +172,7 @@ impl SessionRecord {
             active_run,
             cancelled_at: get_s(item, "cancelled_at").map(str::to_owned),
             terminated_at: get_s(item, "terminated_at").map(str::to_owned),
+            turn_seq: get_i64(item, "turn_seq").unwrap_or(0).max(0) as u64,
             queued_messages: get_i64(item, "queued_messages")
                 .map_or(Ok(0), u32::try_from)
                 .map_err(|_| StoreError::Corrupt("queued_messages out of range".into()))?,
@@ -172,12 +217,21 @@ pub struct NewEvent {
     pub kind: EventType,
     /// Its JSON payload.
     pub payload: Value,
+    /// The turn it belongs to (stored as `turn_seq`, never answered); `None` for the
+    /// session's current turn.
+    pub turn: Option<u64>,
 }
 
 impl NewEvent {
-    /// An event of `kind` with `payload`.
+    /// An event of `kind` with `payload`, in the session's current turn.
     pub fn new(kind: EventType, payload: Value) -> Self {
-        Self { kind, payload }
+        Self { kind, payload, turn: None }
+    }
+
+    /// The same event, in turn `turn`.
+    pub fn in_turn(mut self, turn: u64) -> Self {
+        self.turn = Some(turn);
+        self
     }
 }
 
@@ -221,8 +275,8 @@ pub enum Termination {
 /// Reads and writes sessions and appends their transcript events.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
-    client: Client,
-    sessions_table: String,
+    pub(super) client: Client,
+    pub(super) sessions_table: String,
     events_table: String,
 }
 
@@ -263,11 +317,13 @@ impl SessionStore {
             .item("turn_step", n(0))
             .item("queued_messages", n(0))
             .item("runs_started", n(1))
+            .item("turn_seq", n(1))
             .condition_expression("attribute_not_exists(id)")
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let event =
-            NewEvent::new(EventType::UserMessage, serde_json::json!({ "text": text.as_str() }));
+            NewEvent::new(EventType::UserMessage, serde_json::json!({ "text": text.as_str() }))
+                .in_turn(1);
         let items = vec![
             TransactWriteItem::builder().put(session).build(),
             self.event_put(&id.as_string(), &event_id, &event, &at)?,
@@ -471,7 +527,8 @@ impl SessionStore {
         let append = Append {
             set: ", active_run = :run, run_started_at = :now_ms, run_expires_at = :expires, \
                   turn_step = :zero, queued_messages = :zero, #status = :running, \
-                  runs_started = if_not_exists(runs_started, :zero) + :one",
+                  runs_started = if_not_exists(runs_started, :zero) + :one, \
+                  turn_seq = if_not_exists(turn_seq, :zero) + :one",
             remove: None,
             condition: "attribute_not_exists(cancelled_at) \
                         AND (attribute_not_exists(active_run) OR run_expires_at <= :now_ms)",
@@ -484,7 +541,8 @@ impl SessionStore {
                 (":running", s(STATUS_RUNNING)),
             ],
         };
-        self.append(session, event, append, now).await
+        let event = event.clone().in_turn(session.turn_seq + 1);
+        self.append(session, &event, append, now).await
     }
 
     /// Appends the user message `event` and queues it for `run`'s next turn, if `run` is
@@ -500,10 +558,17 @@ impl SessionStore {
         let append = Append {
             set: ", queued_messages = if_not_exists(queued_messages, :zero) + :one",
             remove: None,
-            condition: "active_run = :run AND attribute_not_exists(cancelled_at)",
-            values: vec![(":run", s(run.as_str())), (":zero", n(0)), (":one", n(1))],
+            condition: "active_run = :run AND turn_seq = :seq AND attribute_not_exists(cancelled_at)",
+            values: vec![
+                (":run", s(run.as_str())),
+                (":seq", n(session.turn_seq)),
+                (":zero", n(0)),
+                (":one", n(1)),
+            ],
         };
-        self.append(session, event, append, now).await
+        // Answered by the turn after the one in flight.
+        let event = event.clone().in_turn(session.turn_seq + 1);
+        self.append(session, &event, append, now).await
     }
 
     /// Starts `run`'s next turn, for the user messages queued during the one that just
@@ -521,15 +586,17 @@ impl SessionStore {
             .update_item()
             .table_name(&self.sessions_table)
             .key("id", s(&session.id))
-            .update_expression(
-                "SET turn_step = :zero, run_started_at = :now_ms, queued_messages = :zero",
-            )
+            .update_expression(format!(
+                "SET turn_step = :zero, run_started_at = :now_ms, queued_messages = :zero, \
+                 turn_seq = turn_seq + :one REMOVE {TURN_WORKER_ATTRIBUTES}"
+            ))
             .condition_expression(
                 "attribute_exists(id) AND attribute_not_exists(deleted_at) \
                  AND attribute_not_exists(cancelled_at) AND active_run = :run \
                  AND turn_step = :step AND queued_messages = :seen",
             )
             .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":now_ms", n(now.epoch_millis()))
             .expression_attribute_values(":run", s(run.id.as_str()))
             .expression_attribute_values(":step", n(run.step))
@@ -685,19 +752,39 @@ impl SessionStore {
 
     /// One transaction: the guarded update of the session item (which also records the new
     /// last event and `updated_at`) and the event's put. `false` when a condition refused.
-    async fn append(
+    pub(super) async fn append(
         &self,
         session: &SessionRecord,
         event: &NewEvent,
         append: Append<'_>,
         now: Instant,
     ) -> Result<bool, StoreError> {
+        let event = match event.turn {
+            Some(_) => event.clone(),
+            None => event.clone().in_turn(session.turn_seq),
+        };
+        Ok(self
+            .append_after(&session.id, &session.last_event_id, &event, append, now)
+            .await?
+            .is_some())
+    }
+
+    /// [`Self::append`] for a writer that keeps its own view of the session's last event:
+    /// the new event's id sorts after `last_event_id`, and the id is answered when written.
+    pub(super) async fn append_after(
+        &self,
+        session_id: &str,
+        last_event_id: &EventId,
+        event: &NewEvent,
+        append: Append<'_>,
+        now: Instant,
+    ) -> Result<Option<EventId>, StoreError> {
         let at = now.rfc3339();
-        let event_id = EventId::after(&session.last_event_id);
+        let event_id = EventId::after(last_event_id);
         let remove = append.remove.map(|names| format!(" REMOVE {names}")).unwrap_or_default();
         let mut update = Update::builder()
             .table_name(&self.sessions_table)
-            .key("id", s(&session.id))
+            .key("id", s(session_id))
             .update_expression(format!(
                 "SET last_event_id = :event, updated_at = :now{}{remove}",
                 append.set
@@ -718,9 +805,9 @@ impl SessionStore {
         let update = update.build().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let items = vec![
             TransactWriteItem::builder().update(update).build(),
-            self.event_put(&session.id, &event_id, event, &at)?,
+            self.event_put(session_id, &event_id, event, &at)?,
         ];
-        Ok(transact(&self.client, items).await? == Transaction::Committed)
+        Ok((transact(&self.client, items).await? == Transaction::Committed).then_some(event_id))
     }
 
     fn event_put(
@@ -730,13 +817,17 @@ impl SessionStore {
         event: &NewEvent,
         at: &str,
     ) -> Result<TransactWriteItem, StoreError> {
-        let put = Put::builder()
+        let mut put = Put::builder()
             .table_name(&self.events_table)
             .item("session_id", s(session_id))
             .item("event_id", s(event_id.as_str()))
             .item("type", s(event.kind.as_str()))
             .item("occurred_at", s(at))
-            .item("payload", s(event.payload.to_string()))
+            .item("payload", s(event.payload.to_string()));
+        if let Some(turn) = event.turn {
+            put = put.item("turn_seq", n(turn));
+        }
+        let put = put
             .condition_expression("attribute_not_exists(event_id)")
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -745,15 +836,15 @@ impl SessionStore {
 }
 
 /// The parts of an append that differ between writers.
-struct Append<'a> {
+pub(super) struct Append<'a> {
     /// More `SET` clauses, each starting with ", ".
-    set: &'a str,
+    pub(super) set: &'a str,
     /// Attributes to remove, if any.
-    remove: Option<&'a str>,
+    pub(super) remove: Option<&'a str>,
     /// The writer's own guard, ANDed with the common one.
-    condition: &'a str,
+    pub(super) condition: &'a str,
     /// Values the clauses and the guard use.
-    values: Vec<(&'a str, AttributeValue)>,
+    pub(super) values: Vec<(&'a str, AttributeValue)>,
 }
 
 /// Reads the old item a failed cancel condition returned: the caller's own, already

@@ -1,0 +1,498 @@
+//! The worker: plays one turn of a run against the model provider, writing its events.
+//!
+//! The state machine starts one worker per turn (an asynchronous Lambda invoke beside its poll
+//! loop). The worker:
+//! 1. claims the turn ([`SessionStore::claim_turn`]); a second delivery of the same start
+//!    finds it claimed and does nothing, so at-least-once delivery never doubles a turn;
+//! 2. rebuilds the conversation from the transcript ([`history::conversation`]);
+//! 3. loops: one streamed model call; text is written as `agent_message` events, flushed at
+//!    least every [`FLUSH_EVERY`] while it streams, so their texts in order are exactly the
+//!    model's text; each `tool_use` is written, run through [`Tools`], and its `tool_result`
+//!    written and sent back with the next call; until the model stops for another reason
+//!    than a tool call, or the step cap (calls per turn) is reached;
+//! 4. records how the turn ended and its token usage; the checker then writes `status_idle`
+//!    (or the `error` of a failed turn) and ends the run.
+//!
+//! While it waits on anything (the provider, a retry's backoff, a tool), the worker renews its
+//! lease every heartbeat. The renewal is refused once the session is cancelled, deleted or the
+//! run ended: the worker then drops what it was waiting on, which closes the provider
+//! connection at once, also while the model is silent. Every event it writes is guarded the
+//! same way, so nothing the model sends after a cancel reaches the transcript.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::history::{self, HISTORY_CHAR_BUDGET};
+use super::provider::{
+    Assembler, ContentBlock, Message, ModelStream, Output, Provider, ProviderError, Role, ToolSpec,
+    Usage,
+};
+use super::tools::Tools;
+use crate::clock::Instant;
+use crate::domain::{EventId, EventType, RunId, UserScope};
+use crate::store::StoreError;
+use crate::store::events::{EventStore, StoredEvent};
+use crate::store::sessions::{NewEvent, SessionStore};
+use crate::store::turn_worker::{ClaimedTurn, TokenUsage, TurnEnd};
+
+/// The longest streamed text waits before it is written as an `agent_message`.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+/// Text in a turn's latest user message that makes its worker hang after its first event
+/// (no more writes, no lease renewal), where fault injection is enabled: how tests kill a
+/// worker mid-turn.
+pub const HANG_FAULT_MARKER: &str = "knoq-fault:worker-hang";
+
+/// How a worker runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// The most model calls a turn makes (the tool loop's step cap).
+    pub max_steps: u32,
+    /// How often the lease is renewed while the worker waits: also how soon it sees a cancel.
+    pub heartbeat: Duration,
+    /// How long a renewal holds: past this without one, the checker takes the worker for dead.
+    pub lease: Duration,
+    /// Whether tests may plant faults ([`HANG_FAULT_MARKER`]).
+    pub fault_injection: bool,
+}
+
+/// What the state machine sends the worker.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerRequest {
+    /// The session.
+    pub session_id: String,
+    /// The run whose current turn to play.
+    pub run_id: String,
+}
+
+/// How a worker invocation ended (its answer, for the logs; the state machine does not wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WorkerOutcome {
+    /// The turn was already claimed, or is over: nothing done.
+    NotClaimed,
+    /// The model finished; the checker ends the turn.
+    Finished,
+    /// The turn failed; the checker writes its `error` event.
+    Failed,
+    /// The turn stopped being this worker's (cancelled, deleted, ended): it let go at once.
+    Stopped,
+}
+
+/// The worker's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerResponse {
+    /// How it ended.
+    pub outcome: WorkerOutcome,
+    /// Input tokens this invocation's model calls used.
+    pub input_tokens: u64,
+    /// Output tokens this invocation's model calls used.
+    pub output_tokens: u64,
+}
+
+/// Why a worker could not go on: storage failed. (Provider failures end the turn with an
+/// `error` event instead.)
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// DynamoDB failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<WorkerError> for lambda_runtime::Diagnostic {
+    fn from(error: WorkerError) -> Self {
+        Self { error_type: "Knoq.StoreError".into(), error_message: error.to_string() }
+    }
+}
+
+/// How playing the turn ended.
+enum Played {
+    Ended(TurnEnd),
+    Stopped,
+}
+
+/// Plays turns: the stores, the provider, the tools.
+#[derive(Debug)]
+pub struct Worker {
+    sessions: SessionStore,
+    events: EventStore,
+    provider: Provider,
+    tools: Tools,
+    settings: WorkerSettings,
+}
+
+/// One invocation's moving parts.
+struct Play<'a> {
+    worker: &'a Worker,
+    turn: ClaimedTurn,
+    scope: UserScope,
+    next_heartbeat: tokio::time::Instant,
+    usage: TokenUsage,
+    hang_after_first_event: bool,
+}
+
+impl Worker {
+    /// A worker over the stores, calling `provider`, offering `tools`.
+    pub fn new(
+        sessions: SessionStore,
+        events: EventStore,
+        provider: Provider,
+        tools: Tools,
+        settings: WorkerSettings,
+    ) -> Self {
+        Self { sessions, events, provider, tools, settings }
+    }
+
+    fn lease_until(&self) -> Instant {
+        let now = Instant::now().epoch_millis();
+        Instant::from_epoch_millis(now + self.settings.lease.as_millis() as i64)
+    }
+
+    /// Plays the current turn of `request`'s run, if it is this invocation's to play.
+    pub async fn handle(&self, request: WorkerRequest) -> Result<WorkerResponse, WorkerError> {
+        let worker_id = uuid::Uuid::new_v4().to_string();
+        let run = RunId::from_stored(request.run_id.clone());
+        let claimed = self
+            .sessions
+            .claim_turn(&request.session_id, &run, &worker_id, self.lease_until())
+            .await?;
+        let Some(turn) = claimed.as_ref().and_then(|s| ClaimedTurn::from_claim(s, &worker_id))
+        else {
+            tracing::info!(?request, "turn not claimed: already played or over");
+            return Ok(response(WorkerOutcome::NotClaimed, TokenUsage::default()));
+        };
+        let events = self.transcript(&turn.session_id, &turn.last_event_id).await?;
+        let latest_message = events.iter().rev().find(|event| event.kind == "user_message");
+        let hang = self.settings.fault_injection
+            && latest_message
+                .and_then(|event| event.payload["text"].as_str())
+                .is_some_and(|text| text.contains(HANG_FAULT_MARKER));
+        let mut play = Play {
+            worker: self,
+            scope: UserScope::from_auth_record(turn.user_id.clone(), turn.org_id.clone()),
+            turn,
+            next_heartbeat: tokio::time::Instant::now() + self.settings.heartbeat,
+            usage: TokenUsage::default(),
+            hang_after_first_event: hang,
+        };
+        let messages = history::conversation(&events, HISTORY_CHAR_BUDGET);
+        let played = match play.run(messages).await {
+            Ok(played) => played,
+            Err(error) => {
+                tracing::error!(%error, "worker failed; ending the turn");
+                Played::Ended(TurnEnd::Failed {
+                    error_type: "store_error".into(),
+                    message: "The agent could not save its work and stopped. Send a message to \
+                              try again."
+                        .into(),
+                })
+            }
+        };
+        let outcome = match played {
+            Played::Stopped => WorkerOutcome::Stopped,
+            Played::Ended(end) => {
+                if !self.sessions.finish_turn(&play.turn, &end, play.usage).await? {
+                    WorkerOutcome::Stopped
+                } else if matches!(end, TurnEnd::Failed { .. }) {
+                    WorkerOutcome::Failed
+                } else {
+                    WorkerOutcome::Finished
+                }
+            }
+        };
+        let answer = response(outcome, play.usage);
+        tracing::info!(?request, ?answer, "worker");
+        Ok(answer)
+    }
+
+    /// Every event of the session up to `upto`, oldest first.
+    async fn transcript(
+        &self,
+        session_id: &str,
+        upto: &EventId,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events: Vec<StoredEvent> = Vec::new();
+        loop {
+            let since = events.last().map(|event| EventId::from_stored(event.id.clone()));
+            let page = self.events.page(session_id, since.as_ref(), upto, 100).await?;
+            let done = !page.has_more || page.events.is_empty();
+            events.extend(page.events);
+            if done {
+                return Ok(events);
+            }
+        }
+    }
+}
+
+fn response(outcome: WorkerOutcome, usage: TokenUsage) -> WorkerResponse {
+    WorkerResponse { outcome, input_tokens: usage.input, output_tokens: usage.output }
+}
+
+/// What the provider's failure tells the user.
+fn failure(error: &ProviderError) -> TurnEnd {
+    TurnEnd::Failed {
+        error_type: error.error_type().to_owned(),
+        message: format!(
+            "The model provider failed ({error}). The turn was stopped; send a message to try \
+             again."
+        ),
+    }
+}
+
+impl Play<'_> {
+    /// The model loop.
+    async fn run(&mut self, mut messages: Vec<Message>) -> Result<Played, WorkerError> {
+        let specs = self.worker.tools.specs();
+        for _ in 0..self.worker.settings.max_steps {
+            let Some(call) = self.call(&messages, &specs).await? else {
+                return Ok(Played::Stopped);
+            };
+            let (stop_reason, assistant, tool_calls) = match call {
+                Ok(answer) => answer,
+                Err(end) => return Ok(Played::Ended(end)),
+            };
+            messages.push(Message { role: Role::Assistant, content: assistant });
+            if stop_reason != "tool_use" || tool_calls.is_empty() {
+                return Ok(Played::Ended(TurnEnd::Finished(stop_reason)));
+            }
+            let mut results = Vec::new();
+            let worker = self.worker;
+            let scope = self.scope.clone();
+            for (id, name, input) in tool_calls {
+                let Some(output) = self.watched(worker.tools.run(&scope, &name, &input)).await?
+                else {
+                    return Ok(Played::Stopped);
+                };
+                let event = NewEvent::new(
+                    EventType::ToolResult,
+                    json!({ "toolUseId": id, "content": output.content, "isError": output.is_error }),
+                );
+                if !self.write(&event).await? {
+                    return Ok(Played::Stopped);
+                }
+                results.push(ContentBlock::ToolResult {
+                    tool_use_id: id,
+                    content: output.content,
+                    is_error: output.is_error,
+                });
+            }
+            messages.push(Message { role: Role::User, content: results });
+        }
+        Ok(Played::Ended(TurnEnd::Finished("max_steps".into())))
+    }
+
+    /// One model call, streamed into the transcript: `None` when the turn stopped being
+    /// this worker's; else the stop reason, the assistant's content and the tool calls to
+    /// run, or how the turn failed. A call that fails before it produced anything is tried
+    /// again (as many times as the provider's own retries allow).
+    #[allow(clippy::type_complexity)]
+    async fn call(
+        &mut self,
+        messages: &[Message],
+        specs: &[ToolSpec],
+    ) -> Result<
+        Option<
+            Result<(String, Vec<ContentBlock>, Vec<(String, String, serde_json::Value)>), TurnEnd>,
+        >,
+        WorkerError,
+    > {
+        let attempts = self.worker.provider.config().max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let worker = self.worker;
+            let Some(opened) = self.watched(worker.provider.open(messages, specs)).await? else {
+                return Ok(None);
+            };
+            let stream = match opened {
+                Ok(stream) => stream,
+                Err(error) => return Ok(Some(Err(failure(&error)))),
+            };
+            let mut streamed = Streamed::default();
+            let result = self.stream(stream, &mut streamed).await;
+            let (usage, outcome) = result?;
+            self.add_usage(usage).await?;
+            match outcome {
+                StreamOutcome::Stopped => return Ok(None),
+                StreamOutcome::Done(stop_reason) => {
+                    let mut content = Vec::new();
+                    if !streamed.text.is_empty() {
+                        content.push(ContentBlock::Text { text: streamed.text });
+                    }
+                    for (id, name, input) in &streamed.tool_calls {
+                        content.push(ContentBlock::ToolUse {
+                            id: id.clone(),
+                            name: name.clone(),
+                            input: input.clone(),
+                        });
+                    }
+                    return Ok(Some(Ok((stop_reason, content, streamed.tool_calls))));
+                }
+                StreamOutcome::Failed(error) => {
+                    let nothing_written =
+                        streamed.text.is_empty() && streamed.tool_calls.is_empty();
+                    if nothing_written && error.is_retryable() && attempt < attempts {
+                        tracing::warn!(%error, attempt, "model call failed mid-stream; trying again");
+                        let pause =
+                            tokio::time::sleep(Duration::from_millis(500 << attempt.min(5)));
+                        if self.watched(pause).await?.is_none() {
+                            return Ok(None);
+                        }
+                        continue;
+                    }
+                    return Ok(Some(Err(failure(&error))));
+                }
+            }
+        }
+    }
+
+    /// Reads one streamed answer to its end, writing text and tool calls as they complete.
+    /// Answers the call's usage (as far as known, also when cut off) and how it ended.
+    async fn stream(
+        &mut self,
+        mut stream: ModelStream,
+        streamed: &mut Streamed,
+    ) -> Result<(Usage, StreamOutcome), WorkerError> {
+        let mut assembler = Assembler::new();
+        let mut pending = String::new();
+        let mut last_flush = tokio::time::Instant::now();
+        loop {
+            let Some(next) = self.watched(stream.next()).await? else {
+                // Dropping the stream closes the provider connection.
+                let usage = stream.usage();
+                drop(stream);
+                tracing::info!(session_id = %self.turn.session_id, "turn stopped; model call dropped");
+                return Ok((usage, StreamOutcome::Stopped));
+            };
+            let outputs = match next.and_then(|event| match event {
+                Some(event) => assembler.push(event),
+                None => {
+                    Err(ProviderError::Malformed("the stream ended before message_stop".into()))
+                }
+            }) {
+                Ok(outputs) => outputs,
+                Err(error) => {
+                    // What the model sent before the failure is in the transcript too.
+                    if !self.flush(&mut pending, streamed).await? {
+                        return Ok((stream.usage(), StreamOutcome::Stopped));
+                    }
+                    return Ok((stream.usage(), StreamOutcome::Failed(error)));
+                }
+            };
+            for output in outputs {
+                match output {
+                    Output::Text(text) => pending.push_str(&text),
+                    Output::ToolUse { id, name, input } => {
+                        if !self.flush(&mut pending, streamed).await? {
+                            return Ok((stream.usage(), StreamOutcome::Stopped));
+                        }
+                        let event = NewEvent::new(
+                            EventType::ToolUse,
+                            json!({ "toolUseId": id, "name": name, "input": input }),
+                        );
+                        if !self.write(&event).await? {
+                            return Ok((stream.usage(), StreamOutcome::Stopped));
+                        }
+                        streamed.tool_calls.push((id, name, input));
+                    }
+                    Output::Done { stop_reason, usage } => {
+                        if !self.flush(&mut pending, streamed).await? {
+                            return Ok((usage, StreamOutcome::Stopped));
+                        }
+                        return Ok((usage, StreamOutcome::Done(stop_reason)));
+                    }
+                }
+            }
+            if !pending.is_empty() && last_flush.elapsed() >= FLUSH_EVERY {
+                if !self.flush(&mut pending, streamed).await? {
+                    return Ok((stream.usage(), StreamOutcome::Stopped));
+                }
+                last_flush = tokio::time::Instant::now();
+            }
+        }
+    }
+
+    /// Writes the text streamed since the last flush as one `agent_message`.
+    async fn flush(
+        &mut self,
+        pending: &mut String,
+        streamed: &mut Streamed,
+    ) -> Result<bool, WorkerError> {
+        if pending.is_empty() {
+            return Ok(true);
+        }
+        let event = NewEvent::new(EventType::AgentMessage, json!({ "text": pending.as_str() }));
+        if !self.write(&event).await? {
+            return Ok(false);
+        }
+        streamed.text.push_str(pending);
+        pending.clear();
+        Ok(true)
+    }
+
+    /// Appends one event of the turn (renewing the lease). `false` when the turn is no
+    /// longer this worker's.
+    async fn write(&mut self, event: &NewEvent) -> Result<bool, WorkerError> {
+        let lease = self.worker.lease_until();
+        let written = self
+            .worker
+            .sessions
+            .append_worker_event(&mut self.turn, event, lease, Instant::now())
+            .await?;
+        self.next_heartbeat = tokio::time::Instant::now() + self.worker.settings.heartbeat;
+        if written && self.hang_after_first_event {
+            // Test fault: behave as a worker that died, writing and renewing nothing more.
+            tracing::warn!(session_id = %self.turn.session_id, "injected fault: worker hangs");
+            tokio::time::sleep(self.worker.settings.lease * 2).await;
+            return Ok(false);
+        }
+        Ok(written)
+    }
+
+    async fn add_usage(&mut self, usage: Usage) -> Result<(), WorkerError> {
+        let usage = TokenUsage { input: usage.input_tokens, output: usage.output_tokens };
+        self.usage.input += usage.input;
+        self.usage.output += usage.output;
+        if usage != TokenUsage::default() {
+            self.worker.sessions.add_token_usage(&self.turn.session_id, usage).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for `work`, renewing the lease at every heartbeat. `None` when a renewal was
+    /// refused: `work` is dropped at once (for a model call, that closes its connection).
+    async fn watched<F: Future>(&mut self, work: F) -> Result<Option<F::Output>, WorkerError> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                biased;
+                output = &mut work => return Ok(Some(output)),
+                () = tokio::time::sleep_until(self.next_heartbeat) => {
+                    let lease = self.worker.lease_until();
+                    if !self.worker.sessions.renew_lease(&self.turn, lease).await? {
+                        return Ok(None);
+                    }
+                    self.next_heartbeat = tokio::time::Instant::now() + self.worker.settings.heartbeat;
+                }
+            }
+        }
+    }
+}
+
+/// What one model call has written so far.
+#[derive(Default)]
+struct Streamed {
+    text: String,
+    tool_calls: Vec<(String, String, serde_json::Value)>,
+}
+
+enum StreamOutcome {
+    Done(String),
+    Failed(ProviderError),
+    Stopped,
+}
