@@ -38,9 +38,13 @@ build: $(TOOLS)
 	cargo lambda build --release --arm64 $(addprefix --bin ,$(notdir $(wildcard functions/*)))
 	SAM_CLI_TELEMETRY=0 sam build --beta-features --build-in-source
 
-## deploy-staging: build, then deploy the staging stack of samconfig.toml (needs AWS credentials)
-deploy-staging: build
-	SAM_CLI_TELEMETRY=0 sam deploy --config-env staging
+## deploy-staging: build, then deploy the staging stack of samconfig.toml (needs AWS credentials
+## and ANTHROPIC_API_KEY_SECRET_ARN, the ARN of the Secrets Manager secret holding the API key)
+deploy-staging:
+	@if [ -z "$(ANTHROPIC_API_KEY_SECRET_ARN)" ]; then echo "usage: make deploy-staging ANTHROPIC_API_KEY_SECRET_ARN=arn:aws:secretsmanager:..." >&2; exit 2; fi
+	$(MAKE) build
+	SAM_CLI_TELEMETRY=0 sam deploy --config-env staging --parameter-overrides \
+	  AllowedOrigin=https://staging.knoq.one AnthropicApiKeySecretArn=$(ANTHROPIC_API_KEY_SECRET_ARN)
 
 ## bench: cancel latency against a bare UpdateItem on the same emulator
 bench: $(TOOLS)
