@@ -336,13 +336,16 @@ def provision(
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or REGION
     access_key = env.get("AWS_ACCESS_KEY_ID", "test")
     secret_key = env.get("AWS_SECRET_ACCESS_KEY", "test")
-    dynamodb = boto3.client(
-        "dynamodb",
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-    )
+    def client(service: str):
+        return boto3.client(
+            service,
+            endpoint_url=endpoint,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+        )
+
+    dynamodb = client("dynamodb")
     existing = set(dynamodb.list_tables().get("TableNames", []))
     requests = create_table_requests(template, prefix)
     for create, ttl in requests:
@@ -353,13 +356,7 @@ def provision(
         if ttl:
             dynamodb.update_time_to_live(**ttl)
 
-    sfn = boto3.client(
-        "stepfunctions",
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-    )
+    sfn = client("stepfunctions")
     existing_machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
     machine_names = []
     for logical_id in state_machines(template):
@@ -377,14 +374,7 @@ def provision(
         machine_names.append(name)
 
     provider = provider or provider_from_environment()
-    secrets = boto3.client(
-        "secretsmanager",
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-    )
-    secret_arn = create_api_key_secret(secrets, prefix, provider["api_key"])
+    secret_arn = create_api_key_secret(client("secretsmanager"), prefix, provider["api_key"])
 
     environment = {
         "AWS_ENDPOINT_URL": endpoint,
