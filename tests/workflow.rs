@@ -89,6 +89,36 @@ async fn a_cancel_mid_turn_ends_the_run_within_one_poll_interval_keeping_the_tra
     assert!(attr(&session, "active_run").is_none());
 }
 
+/// The wake-up is a shortcut, not the guarantee: with the cancel's `SendTaskSuccess` never
+/// made, or refused, the run's poll step times out at the end of its interval, polls, and
+/// ends the run all the same.
+#[tokio::test]
+async fn a_cancel_whose_wake_up_fails_still_ends_the_run_at_the_next_poll() {
+    let client = ApiClient::for_new_caller().await;
+    for fault in ["skip", "refuse"] {
+        let (id, run_id) = client.create("Keep going [[emu delay_ms=300]]").await;
+        client
+            .transcript_until(&id, PATIENT, Duration::from_secs(20), |t| {
+                count_of(t, "tool_result") == 1
+            })
+            .await;
+        let body = json!({ "sessionId": id }).to_string();
+        let header = knoq_shared::routes::cancel::WAKE_UP_FAULT_HEADER;
+        let (status, _, answer) = client.post_with("cancel", body, &[(header, fault)]).await;
+        assert_eq!((status.as_u16(), answer), (200, json!({ "ok": true })), "{fault}");
+        let answered = Mono::now();
+        let ended = client
+            .transcript_until(&id, FAST, poll_interval() + Duration::from_secs(10), |t| {
+                count_of(t, "status_terminated") > 0
+            })
+            .await;
+        let waited = answered.elapsed();
+        assert!(waited <= poll_interval() + MARGIN, "{fault}: status_terminated took {waited:?}");
+        assert_ends_terminated_once(&ended);
+        assert_eq!(execution_end(&run_id, Duration::from_secs(10)).await, "SUCCEEDED");
+    }
+}
+
 #[tokio::test]
 async fn a_turn_left_alone_ends_idle_and_a_cancel_then_ends_it_once() {
     let client = ApiClient::for_new_caller().await;
@@ -209,7 +239,7 @@ async fn concurrent_terminations_of_one_cancelled_session_write_one_event() {
     let run = RunId::new();
     app.sessions.create(&scope, &id, &text, &run, TURN_TIMEOUT, Instant::now()).await.unwrap();
     let outcome = app.sessions.cancel(&scope, &id, Instant::now()).await.unwrap();
-    assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: true });
+    assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: true, poll_token: None });
     let session = app.sessions.get(&id.as_string()).await.unwrap().unwrap();
     let results =
         join_all((0..20).map(|_| app.sessions.terminate(&session, "cancelled", Instant::now())))

@@ -47,6 +47,8 @@ API_KEY_SECRET = ("AnthropicApiKeySecretArn", None)
 NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
     # routes/cancel.rs
     "CancelFunction": {
+        # workflow.rs wake: SendTaskSuccess of the token the stamp returned
+        TURN: {"states:SendTaskSuccess"},
         AUTH: {"dynamodb:GetItem"},
         # rate_limit.rs: one limit is a plain UpdateItem, several a transaction of Updates
         LIMITS: {"dynamodb:UpdateItem"},
@@ -101,6 +103,8 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
     "CheckerFunction": {
         SESSIONS: {"dynamodb:GetItem", "dynamodb:UpdateItem"},
         EVENTS: {"dynamodb:PutItem"},
+        # workflow.rs answer / fail: the poll step's task token
+        TURN: {"states:SendTaskSuccess", "states:SendTaskFailure"},
     },
     # agent/runtime.rs through store/turn_worker.rs: claim_turn, renew_lease, finish_turn,
     # add_token_usage (UpdateItem); append_worker_event (Update + Put, GetItem when refused);
@@ -152,6 +156,8 @@ SDK_CALLS = {
     "stop_execution": "states:StopExecution",
     "describe_execution": "states:DescribeExecution",
     "get_secret_value": "secretsmanager:GetSecretValue",
+    "send_task_success": "states:SendTaskSuccess",
+    "send_task_failure": "states:SendTaskFailure",
 }
 TRANSACTION_ITEMS = {
     "Put": "dynamodb:PutItem",
@@ -292,6 +298,11 @@ def policy_shape_problems(template: dict) -> list[str]:
     return problems
 
 
+#: A state machine's ARN built from its fixed Name (a !Ref would make a dependency cycle
+#: when the state machine's own functions need it).
+STATE_MACHINE_ARN_SUB = re.compile(
+    r"arn:\$\{AWS::Partition\}:states:\$\{AWS::Region\}:\$\{AWS::AccountId\}:stateMachine:(.+)"
+)
 ARN_SUB = re.compile(r"\$\{(\w+)\.Arn\}(?:/index/([A-Za-z0-9_.-]+))?")
 #: Resource types whose Ref is their ARN (a table's Ref is its name: not an IAM resource).
 REF_IS_ARN = {
@@ -320,6 +331,12 @@ def resource_target(template: dict, value) -> tuple[str, str | None] | str:
             match = ARN_SUB.fullmatch(arg)
             if match and match.group(1) in resources:
                 return match.group(1), match.group(2)
+            named = STATE_MACHINE_ARN_SUB.fullmatch(arg)
+            if named:
+                for logical_id, resource in resources.items():
+                    name = resource.get("Properties", {}).get("Name")
+                    if resource.get("Type") in REF_IS_ARN and name == {"Fn::Sub": named.group(1)}:
+                        return logical_id, None
     return f"{json.dumps(value)} names no resource of this template"
 
 

@@ -92,7 +92,11 @@ class StateMachineTest(unittest.TestCase):
     def test_every_function_the_definition_invokes_is_a_function_of_the_template(self):
         invoked = set()
         for name, state in self.task_states().items():
-            self.assertEqual(state["Resource"], "arn:aws:states:::lambda:invoke", name)
+            self.assertIn(
+                state["Resource"],
+                {"arn:aws:states:::lambda:invoke", "arn:aws:states:::lambda:invoke.waitForTaskToken"},
+                name,
+            )
             placeholder = re.fullmatch(r"\$\{(\w+)\}", state["Parameters"]["FunctionName"])
             self.assertIsNotNone(placeholder, f"{name} must name its function through a substitution")
             invoked.add(placeholder.group(1))
@@ -113,21 +117,29 @@ class StateMachineTest(unittest.TestCase):
                 allowed |= {json.dumps(resource) for resource in resources}
         self.assertEqual(allowed, {json.dumps(substitutions[key]) for key in invoked})
 
-    def test_the_loop_waits_polls_and_chooses_with_retries_catch_and_a_timeout(self):
+    def test_the_loop_polls_with_a_token_that_times_out_into_the_next_poll(self):
         states = self.definition["States"]
         self.assertEqual(self.definition["StartAt"], "StartWorker")
         start = states["StartWorker"]
         self.assertEqual(start["Parameters"]["InvocationType"], "Event", "the worker runs beside the loop")
         self.assertEqual(start["Parameters"]["FunctionName"], "${WorkerFunctionArn}")
-        self.assertEqual(start["Next"], "WaitForNextPoll")
+        self.assertEqual(start["Next"], "Poll")
         self.assertEqual(start["Catch"][0]["Next"], "RecordFailure")
-        self.assertEqual(states["WaitForNextPoll"]["Next"], "Poll")
-        self.assertEqual(states["Poll"]["Next"], "TurnGoesOn")
-        self.assertEqual(states["Poll"]["Parameters"]["FunctionName"], "${CheckerFunctionArn}")
+        poll = states["Poll"]
+        self.assertEqual(poll["Resource"], "arn:aws:states:::lambda:invoke.waitForTaskToken")
+        self.assertEqual(poll["Parameters"]["Payload"]["taskToken.$"], "$$.Task.Token")
+        self.assertEqual(poll["TimeoutSecondsPath"], "$.pollSeconds", "the token's timeout is the wait")
+        self.assertEqual(poll["Next"], "TurnGoesOn")
+        self.assertEqual(poll["Parameters"]["FunctionName"], "${CheckerFunctionArn}")
+        # A timed-out token is the normal cycle: caught (moto cannot Retry a token task's
+        # timeout) back into Poll, and no Retry may match it.
+        self.assertEqual(poll["Catch"][0], {"ErrorEquals": ["States.Timeout"], "ResultPath": None, "Next": "NextPoll"})
+        self.assertEqual((states["NextPoll"]["Type"], states["NextPoll"]["Next"]), ("Pass", "Poll"))
+        self.assertEqual(poll["Catch"][1]["Next"], "RecordFailure")
+        for retry in poll["Retry"]:
+            self.assertFalse({"States.ALL", "States.Timeout"} & set(retry["ErrorEquals"]), retry)
         choices = {c["StringEquals"]: c["Next"] for c in states["TurnGoesOn"]["Choices"]}
-        self.assertEqual(choices, {"continue": "WaitForNextPoll", "startWorker": "StartWorker"})
-        self.assertTrue(states["Poll"]["Retry"])
-        self.assertEqual(states["Poll"]["Catch"][0]["Next"], "RecordFailure")
+        self.assertEqual(choices, {"continue": "Poll", "startWorker": "StartWorker"})
         self.assertEqual(states["RecordFailure"]["Next"], "TurnFailed")
         self.assertGreater(self.definition["TimeoutSeconds"], 0)
         for name, state in states.items():
@@ -192,7 +204,7 @@ class StateMachineTest(unittest.TestCase):
 
     def test_cfn_lint_does_check_the_definition(self):
         broken = copy.deepcopy(self.definition)
-        broken["States"]["WaitForNextPoll"]["Type"] = "Snooze"
+        broken["States"]["TurnGoesOn"]["Type"] = "Snooze"
         result = self.cfn_lint_with_definition(broken)
         self.assertNotEqual(result.returncode, 0, "a broken definition must fail the lint")
         self.assertIn("Snooze", result.stdout, result.stdout + result.stderr)

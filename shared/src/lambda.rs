@@ -80,6 +80,7 @@ pub async fn serve_checker() -> Result<(), lambda_runtime::Error> {
     let workflow = &app.config.workflow;
     let checker: &'static Checker = Box::leak(Box::new(Checker::new(
         app.sessions.clone(),
+        app.workflow.clone(),
         workflow.worker_start_grace,
         workflow.fault_injection,
     )));

@@ -28,6 +28,7 @@ use crate::domain::{EventType, RunId};
 use crate::store::StoreError;
 use crate::store::sessions::{NewEvent, SessionRecord, SessionStore};
 use crate::telemetry;
+use crate::workflow::WorkflowStarter;
 
 /// The `Route` dimension of the checker's metrics.
 pub const METRICS_ROUTE: &str = "checker";
@@ -61,6 +62,10 @@ pub enum CheckerRequest {
         session_id: String,
         /// The run doing the polling.
         run_id: String,
+        /// The token the poll step waits on (`$$.Task.Token`): answered when the run must
+        /// stop or start its next turn, else left to time out, which is the loop's wait.
+        #[serde(default)]
+        task_token: Option<String>,
     },
     /// The run's poll failed on every retry: end it through the failure path.
     Fail {
@@ -135,15 +140,20 @@ pub enum CheckerError {
     Injected(String),
 }
 
+/// The error name the state machine's `Retry` and `Catch` match (and its history shows),
+/// and the message.
+fn diagnostic(error: &CheckerError) -> (&'static str, String) {
+    let error_type = match error {
+        CheckerError::Store(_) => "Knoq.StoreError",
+        CheckerError::Injected(_) => "Knoq.InjectedFault",
+    };
+    (error_type, error.to_string())
+}
+
 impl From<CheckerError> for lambda_runtime::Diagnostic {
-    /// Error names the state machine's `Retry` and `Catch` can match, and the execution
-    /// history shows.
     fn from(error: CheckerError) -> Self {
-        let error_type = match &error {
-            CheckerError::Store(_) => "Knoq.StoreError",
-            CheckerError::Injected(_) => "Knoq.InjectedFault",
-        };
-        Self { error_type: error_type.into(), error_message: error.to_string() }
+        let (error_type, error_message) = diagnostic(&error);
+        Self { error_type: error_type.into(), error_message }
     }
 }
 
@@ -151,28 +161,36 @@ impl From<CheckerError> for lambda_runtime::Diagnostic {
 #[derive(Debug, Clone)]
 pub struct Checker {
     sessions: SessionStore,
+    workflow: WorkflowStarter,
     worker_start_grace: Duration,
     fault_injection: bool,
 }
 
 impl Checker {
-    /// A checker over `sessions`. A turn whose worker has not claimed it within
-    /// `worker_start_grace` of the turn's start is taken for lost; `fault_injection` lets
-    /// tests make polls fail (never enabled by the template).
+    /// A checker over `sessions`, answering the poll step's task tokens through `workflow`.
+    /// A turn whose worker has not claimed it within `worker_start_grace` of the turn's start
+    /// is taken for lost; `fault_injection` lets tests make polls fail (never enabled by the
+    /// template).
     pub fn new(
         sessions: SessionStore,
+        workflow: WorkflowStarter,
         worker_start_grace: Duration,
         fault_injection: bool,
     ) -> Self {
-        Self { sessions, worker_start_grace, fault_injection }
+        Self { sessions, workflow, worker_start_grace, fault_injection }
     }
 
     /// Handles one request from the state machine.
     pub async fn handle(&self, request: CheckerRequest) -> Result<CheckerResponse, CheckerError> {
         let now = Instant::now();
         let response = match &request {
-            CheckerRequest::Poll { session_id, run_id } => {
-                self.poll(session_id, &RunId::from_stored(run_id.clone()), now).await?
+            CheckerRequest::Poll { session_id, run_id, task_token } => {
+                let run = RunId::from_stored(run_id.clone());
+                let polled = self.poll(session_id, &run, task_token.as_deref(), now).await;
+                if let Some(token) = task_token {
+                    self.answer_token(token, &polled).await;
+                }
+                polled?
             }
             CheckerRequest::Fail { session_id, run_id, error } => {
                 let run = RunId::from_stored(run_id.clone());
@@ -183,13 +201,38 @@ impl Checker {
         Ok(response)
     }
 
+    /// Answers the poll step's token with the checker's answer when the run must not simply
+    /// wait for its next poll, or with the error; a plain "continue" is left to time out.
+    async fn answer_token(&self, token: &str, polled: &Result<CheckerResponse, CheckerError>) {
+        let answered = match polled {
+            Ok(response) if response.next == Next::Continue => return,
+            Ok(response) => {
+                let output = serde_json::to_string(response).expect("a plain enum pair");
+                self.workflow.answer(token, &output).await
+            }
+            Err(error) => {
+                let (error_type, message) = diagnostic(error);
+                self.workflow.fail(token, error_type, &message).await
+            }
+        };
+        if let Err(error) = answered {
+            // The step then times out and the next poll decides again.
+            tracing::warn!(%error, "the poll step's token could not be answered");
+        }
+    }
+
     async fn poll(
         &self,
         session_id: &str,
         run_id: &RunId,
+        task_token: Option<&str>,
         now: Instant,
     ) -> Result<CheckerResponse, CheckerError> {
-        let session = match self.read_for_run(session_id, run_id, now).await? {
+        let read = match task_token {
+            Some(token) => self.sessions.note_poll(session_id, token).await?,
+            None => self.sessions.get(session_id).await?,
+        };
+        let session = match self.judge_for_run(read, run_id, now).await? {
             ForRun::GoesOn(session) => session,
             ForRun::Over(answer) => return Ok(answer),
         };
@@ -279,16 +322,27 @@ impl Checker {
     }
 
     /// Reads the session (one consistent `GetItem`) and says whether `run_id` may go on
-    /// with it. It may not when the session is gone or being deleted (stop, writing
-    /// nothing), cancelled (write the termination if no one has, then stop), or held by
-    /// another run or none (stop, writing nothing).
+    /// with it: [`Self::judge_for_run`].
     async fn read_for_run(
         &self,
         session_id: &str,
         run_id: &RunId,
         now: Instant,
     ) -> Result<ForRun, CheckerError> {
-        let Some(session) = self.sessions.get(session_id).await? else {
+        let read = self.sessions.get(session_id).await?;
+        self.judge_for_run(read, run_id, now).await
+    }
+
+    /// Says whether `run_id` may go on with the session as read. It may not when the session
+    /// is gone or being deleted (stop, writing nothing), cancelled (write the termination if
+    /// no one has, then stop), or held by another run or none (stop, writing nothing).
+    async fn judge_for_run(
+        &self,
+        read: Option<SessionRecord>,
+        run_id: &RunId,
+        now: Instant,
+    ) -> Result<ForRun, CheckerError> {
+        let Some(session) = read else {
             return Ok(ForRun::Over(CheckerResponse::stop(Outcome::Gone)));
         };
         if session.deleted_at.is_some() {
@@ -335,7 +389,14 @@ mod tests {
     fn requests_read_the_state_machine_payloads() {
         let poll: CheckerRequest =
             serde_json::from_str(r#"{"action":"poll","sessionId":"s","runId":"r"}"#).unwrap();
-        assert_eq!(poll, CheckerRequest::Poll { session_id: "s".into(), run_id: "r".into() });
+        let expected =
+            CheckerRequest::Poll { session_id: "s".into(), run_id: "r".into(), task_token: None };
+        assert_eq!(poll, expected);
+        let with_token: CheckerRequest = serde_json::from_str(
+            r#"{"action":"poll","sessionId":"s","runId":"r","taskToken":"t"}"#,
+        )
+        .unwrap();
+        assert!(matches!(with_token, CheckerRequest::Poll { task_token: Some(t), .. } if t == "t"));
         let fail: CheckerRequest = serde_json::from_str(
             r#"{"action":"fail","sessionId":"s","runId":"r","error":"Knoq.InjectedFault"}"#,
         )

@@ -1,6 +1,11 @@
-//! Starting runs of the turn workflow: the Step Functions state machine in
-//! `infra/workflow/turn.asl.json`, which waits one poll interval, invokes the checker
-//! (`crate::turn`), and loops on its answer until the turn ends.
+//! Starting runs of the turn workflow, and answering its poll step.
+//!
+//! The Step Functions state machine in `infra/workflow/turn.asl.json` starts the turn's
+//! worker, then loops on `Poll`: it invokes the checker ([`crate::turn`]) with a task token and
+//! waits for that token at most one poll interval. Nobody answers a token while the turn
+//! simply goes on (the timeout is the loop's wait); the checker answers it when the run must
+//! stop or start its next turn, and a cancel answers it to wake the run at once
+//! ([`WorkflowStarter::wake`]).
 
 use std::time::Duration;
 
@@ -36,7 +41,22 @@ pub enum WorkflowError {
     Start(String),
 }
 
-/// Starts runs of the turn state machine.
+/// Why answering a task token failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The task is over (it timed out, or was answered) or never was: expected, since a
+    /// token lives one poll interval; nothing to do.
+    #[error("the task token is no longer current: {0}")]
+    NotCurrent(String),
+    /// Step Functions refused or could not be reached.
+    #[error("answering the task token failed: {0}")]
+    Failed(String),
+}
+
+/// What a cancel sends to wake a run: the run polls again at once.
+pub const WAKE_UP: &str = r#"{"next":"continue","outcome":"woken"}"#;
+
+/// Starts runs of the turn state machine, and answers its poll step's task tokens.
 #[derive(Debug, Clone)]
 pub struct WorkflowStarter {
     client: aws_sdk_sfn::Client,
@@ -70,6 +90,43 @@ impl WorkflowStarter {
             })?;
         Ok(())
     }
+
+    /// Completes the poll step waiting on `token` with `output` (the checker's answer, or
+    /// [`WAKE_UP`]): the run moves on at once.
+    pub async fn answer(&self, token: &str, output: &str) -> Result<(), TokenError> {
+        let result = self.client.send_task_success().task_token(token).output(output).send().await;
+        result.map(|_| ()).map_err(|error| {
+            use aws_sdk_sfn::operation::send_task_success::SendTaskSuccessError as E;
+            let not_current = matches!(
+                error.as_service_error(),
+                Some(E::TaskTimedOut(_) | E::InvalidToken(_) | E::TaskDoesNotExist(_))
+            );
+            let text = aws_sdk_sfn::error::DisplayErrorContext(error).to_string();
+            if not_current { TokenError::NotCurrent(text) } else { TokenError::Failed(text) }
+        })
+    }
+
+    /// Wakes the run whose poll step waits on `token`, so that it polls now instead of at the
+    /// end of its interval.
+    pub async fn wake(&self, token: &str) -> Result<(), TokenError> {
+        self.answer(token, WAKE_UP).await
+    }
+
+    /// Fails the poll step waiting on `token` with the error `error` (the name the state
+    /// machine's Retry and Catch match).
+    pub async fn fail(&self, token: &str, error: &str, cause: &str) -> Result<(), TokenError> {
+        let result = self
+            .client
+            .send_task_failure()
+            .task_token(token)
+            .error(error)
+            .cause(cause)
+            .send()
+            .await;
+        result.map(|_| ()).map_err(|error| {
+            TokenError::Failed(aws_sdk_sfn::error::DisplayErrorContext(error).to_string())
+        })
+    }
 }
 
 #[cfg(test)]
@@ -81,6 +138,16 @@ mod tests {
         let definition: serde_json::Value =
             serde_json::from_str(include_str!("../../infra/workflow/turn.asl.json")).unwrap();
         assert_eq!(definition["TimeoutSeconds"], TURN_TIMEOUT.as_secs());
+    }
+
+    #[test]
+    fn the_wake_up_is_an_answer_the_choice_state_loops_on() {
+        let wake: serde_json::Value = serde_json::from_str(WAKE_UP).unwrap();
+        assert_eq!(wake["next"], "continue");
+        let definition: serde_json::Value =
+            serde_json::from_str(include_str!("../../infra/workflow/turn.asl.json")).unwrap();
+        let choices = definition["States"]["TurnGoesOn"]["Choices"].as_array().unwrap();
+        assert!(choices.iter().any(|c| c["StringEquals"] == "continue" && c["Next"] == "Poll"));
     }
 
     #[test]

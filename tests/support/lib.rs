@@ -283,9 +283,22 @@ impl ApiClient {
 
     /// POSTs `body` to the route `path`, with the client's Origin.
     pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> Answer {
+        self.post_with(path, body, &[]).await
+    }
+
+    /// POSTs `body` to the route `path`, with the client's Origin and `headers`.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut request = self.http.post(api_url(path)).body(body);
         if let Some(origin) = &self.origin {
             request = request.header("origin", origin);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         self.send(request).await
     }

@@ -4,9 +4,12 @@
 //! authenticated request counts, including those that end in 400 or 404, so the limit also
 //! caps id probing) → body (413/400) → one conditional `UpdateItem` (404 or 200).
 //!
-//! Who writes the session's one `status_terminated` event: the run, at its next poll, when
-//! one is in flight; this function when none is (idle, never started, or dead past its
-//! timeout), right after the stamp. The store's guard makes a second one impossible, so
+//! Who writes the session's one `status_terminated` event: the run, when one is in flight;
+//! this function when none is (idle, never started, or dead past its timeout), right after
+//! the stamp. A run in flight is woken at once: the stamp's own write returns the task token
+//! its poll step waits on, and answering it (`SendTaskSuccess`) makes the run poll now
+//! instead of at the end of its interval. The answer never depends on the wake-up: a failed
+//! one is a log line and a `WakeUpFailed` metric, and the run's next poll still ends it. The store's guard makes a second one impossible, so
 //! a cancel racing the end of a turn ends with exactly one either way. An
 //! `alreadyCancelled` answer also finishes a termination an earlier failed request left out.
 
@@ -21,6 +24,7 @@ use crate::error::ApiError;
 use crate::http::JsonObject;
 use crate::store::sessions::{CancelOutcome, SessionRecord};
 use crate::telemetry::{self, Unit};
+use crate::workflow::TokenError;
 
 /// The route, as API Gateway names it and as the metrics' `Route` dimension reads.
 pub const ROUTE: &str = "POST /api/managed-agents/cancel";
@@ -38,9 +42,12 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
     let body = JsonObject::from_request(request)?;
     let session_id = parse_session_id(&body)?;
     match app.sessions.cancel(&scope, &session_id, now).await? {
-        CancelOutcome::Cancelled { run_is_live } => {
+        CancelOutcome::Cancelled { run_is_live, poll_token } => {
             tracing::info!(session_id = %session_id, run_is_live, "session cancelled");
             telemetry::emit(ROUTE, &[("Cancels", 1.0, Unit::Count)]);
+            if run_is_live && let Some(token) = poll_token {
+                wake_the_run(app, request, &token).await;
+            }
             if !run_is_live {
                 // One strongly consistent read, only on this path: the termination needs the
                 // session's last event id.
@@ -56,6 +63,35 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
             Ok(json!({ "ok": true, "alreadyCancelled": true }))
         }
         CancelOutcome::NotFound => Err(ApiError::SessionNotFound),
+    }
+}
+
+/// The request header with which a test, where fault injection is enabled, makes the
+/// wake-up fail: `skip` never makes the call, `refuse` sends a token Step Functions refuses.
+pub const WAKE_UP_FAULT_HEADER: &str = "x-knoq-fault-wake-up";
+
+/// Answers the poll step's token so the run sees the cancel now; never fails the request.
+async fn wake_the_run(app: &App, request: &Request, token: &str) {
+    let fault = app
+        .config
+        .workflow
+        .fault_injection
+        .then(|| request.headers().get(WAKE_UP_FAULT_HEADER).and_then(|v| v.to_str().ok()))
+        .flatten();
+    let woken = match fault {
+        Some("skip") => return,
+        Some("refuse") => app.workflow.wake("not-a-task-token").await,
+        _ => app.workflow.wake(token).await,
+    };
+    match woken {
+        Ok(()) => {}
+        // The poll step had just ended (timed out or answered): the run is polling anyway.
+        Err(error @ TokenError::NotCurrent(_)) => tracing::info!(%error, "wake-up not needed"),
+        Err(error) => {
+            // The run's next poll ends it: at most one poll interval later.
+            tracing::warn!(%error, "the run could not be woken");
+            telemetry::emit(ROUTE, &[("WakeUpFailed", 1.0, Unit::Count)]);
+        }
     }
 }
 

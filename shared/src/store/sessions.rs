@@ -47,9 +47,10 @@ pub const STATUS_TERMINATED: &str = "terminated";
 const APPEND_ATTEMPTS: u32 = 5;
 
 /// The attributes that describe the active run; removed together when it ends.
+/// (`poll_token` and the cancel's copy of it are large, about 700 bytes each: they go too.)
 pub(super) const RUN_ATTRIBUTES: &str = "active_run, run_started_at, run_expires_at, turn_step, \
-     queued_messages, worker_id, worker_lease_until, turn_result, turn_error_type, \
-     turn_error_message, turn_input_tokens, turn_output_tokens";
+     queued_messages, poll_token, cancel_saw_poll_token, worker_id, worker_lease_until, \
+     turn_result, turn_error_type, turn_error_message, turn_input_tokens, turn_output_tokens";
 
 /// The attributes of one turn's worker; removed when the next turn of the same run starts.
 pub(super) const TURN_WORKER_ATTRIBUTES: &str = "worker_id, worker_lease_until, turn_result, \
@@ -243,6 +244,9 @@ pub enum CancelOutcome {
         /// Whether a live run holds the session (it will write `status_terminated` at its
         /// next poll); when not, the caller must end the session itself.
         run_is_live: bool,
+        /// The task token the run's poll step waits on, if one was stored: answering it
+        /// wakes the run at once instead of at the end of its poll interval.
+        poll_token: Option<String>,
     },
     /// The session was already cancelled; the stored timestamp is left as it was. The
     /// session as it was, so the caller can finish a termination a failed request left out.
@@ -350,6 +354,35 @@ impl SessionStore {
         output.item.as_ref().map(SessionRecord::from_item).transpose()
     }
 
+    /// Stores the task token a poll of the session's run waits on (`poll_token`) and reads the
+    /// session in the same `UpdateItem` (`ALL_NEW`): so either this read sees a cancel's
+    /// stamp, or that cancel's write returns this token and wakes the run. `None` when the
+    /// session no longer exists.
+    pub async fn note_poll(
+        &self,
+        id: &str,
+        token: &str,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.sessions_table)
+            .key("id", s(id))
+            .update_expression("SET poll_token = :token")
+            .condition_expression("attribute_exists(id)")
+            .expression_attribute_values(":token", s(token))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => output.attributes.as_ref().map(SessionRecord::from_item).transpose(),
+            Err(error) => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
+                _ => Err(StoreError::sdk("UpdateItem", error)),
+            },
+        }
+    }
+
     /// The session if it belongs to `scope`; another tenant's session is `None`, exactly
     /// like a missing one, so ids cannot be probed.
     pub async fn get_owned(
@@ -389,7 +422,8 @@ impl SessionStore {
             .key("id", s(id.as_string()))
             .update_expression(
                 "SET cancelled_at = :now, updated_at = :now, \
-                 cancel_saw_run_until = if_not_exists(run_expires_at, :no_run)",
+                 cancel_saw_run_until = if_not_exists(run_expires_at, :no_run), \
+                 cancel_saw_poll_token = if_not_exists(poll_token, :no_token)",
             )
             .condition_expression(
                 "user_id = :user AND org_id = :org \
@@ -397,6 +431,7 @@ impl SessionStore {
             )
             .expression_attribute_values(":now", s(&at))
             .expression_attribute_values(":no_run", n(0))
+            .expression_attribute_values(":no_token", s(""))
             .expression_attribute_values(":user", s(scope.user_id()))
             .expression_attribute_values(":org", s(scope.org_id()))
             .return_values(ReturnValue::UpdatedNew)
@@ -409,7 +444,13 @@ impl SessionStore {
                 let run_until = get_i64(&updated, "cancel_saw_run_until").ok_or_else(|| {
                     StoreError::Corrupt("cancel did not return cancel_saw_run_until".into())
                 })?;
-                Ok(CancelOutcome::Cancelled { run_is_live: run_until > now.epoch_millis() })
+                let poll_token = get_s(&updated, "cancel_saw_poll_token")
+                    .filter(|token| !token.is_empty())
+                    .map(str::to_owned);
+                Ok(CancelOutcome::Cancelled {
+                    run_is_live: run_until > now.epoch_millis(),
+                    poll_token,
+                })
             }
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
