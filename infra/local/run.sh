@@ -138,7 +138,7 @@ MSG
     wait_for_routes
     load_env
     export KNOQ_API_URL="http://127.0.0.1:$API_PORT"
-    export KNOQ_ADMIN_BIN="$ROOT/target/debug/knoq-admin"
+    export KNOQ_ADMIN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/knoq-admin"
     export KNOQ_ALLOWED_ORIGIN="$ORIGIN"
     cargo nextest run --workspace --no-fail-fast
     "$PY" -m unittest discover -s infra/fuzz -p "test_*.py"
