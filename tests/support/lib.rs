@@ -155,20 +155,28 @@ pub async fn session_item(id: &str) -> Option<Item> {
         .item
 }
 
-/// Every event item of a session, in key order.
+/// Every event item of a session, in key order (every page: one `Query` reads at most 1 MB).
 pub async fn event_items(session_id: &str) -> Vec<Item> {
-    dynamodb()
-        .await
-        .query()
-        .table_name(config().tables.events)
-        .key_condition_expression("session_id = :id")
-        .expression_attribute_values(":id", AttributeValue::S(session_id.into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("Query")
-        .items
-        .unwrap_or_default()
+    let db = dynamodb().await;
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = db
+            .query()
+            .table_name(config().tables.events)
+            .key_condition_expression("session_id = :id")
+            .expression_attribute_values(":id", AttributeValue::S(session_id.into()))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("Query");
+        items.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return items,
+        }
+    }
 }
 
 /// How many sessions the owner index holds for a user in an organisation.
