@@ -411,3 +411,111 @@ pub async fn execution_end(run_id: &str, within: Duration) -> String {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A DynamoDB fault for the emulator to inject (`infra/local/faults.py`, on the stack
+/// `make test` starts): the next `count` requests of `operation` on a table whose name ends
+/// with `table` (and whose body contains `contains`, if set) fail with `error`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    operation: String,
+    table: String,
+    error: String,
+    count: Option<u32>,
+    contains: Option<String>,
+}
+
+impl Fault {
+    /// A fault of every `operation` request on `table` (a name or its suffix, e.g.
+    /// `SessionsTable`) with `error` (`TransactionConflictException`,
+    /// `ProvisionedThroughputExceededException`, `ThrottlingException`,
+    /// `InternalServerError` or `CommittedResponseLost`), until cleared.
+    pub fn new(operation: &str, table: &str, error: &str) -> Self {
+        Self {
+            operation: operation.into(),
+            table: table.into(),
+            error: error.into(),
+            count: None,
+            contains: None,
+        }
+    }
+
+    /// Only the next `count` matching requests (SDK retries count: each is a request).
+    pub fn times(mut self, count: u32) -> Self {
+        self.count = Some(count);
+        self
+    }
+
+    /// Only requests whose body contains `text` (a session id: tests run side by side).
+    pub fn containing(mut self, text: &str) -> Self {
+        self.contains = Some(text.into());
+        self
+    }
+
+    /// Plants the fault on the emulator.
+    pub async fn plant(self) -> PlantedFault {
+        let body = serde_json::json!({
+            "operation": self.operation,
+            "table": self.table,
+            "error": self.error,
+            "count": self.count,
+            "contains": self.contains,
+        });
+        let response = reqwest::Client::new()
+            .post(faults_url())
+            .json(&body)
+            .send()
+            .await
+            .expect("the emulator answers");
+        assert!(
+            response.status().is_success(),
+            "planting {body} failed ({}): run through `make test`, whose emulator injects faults",
+            response.status()
+        );
+        let planted: Value = response.json().await.expect("a JSON answer");
+        PlantedFault { id: planted["id"].as_str().expect("a fault id").to_owned() }
+    }
+}
+
+/// A fault planted on the emulator.
+#[derive(Debug)]
+pub struct PlantedFault {
+    id: String,
+}
+
+impl PlantedFault {
+    /// How many requests it has failed so far.
+    pub async fn hits(&self) -> u64 {
+        let listed: Value = reqwest::get(faults_url())
+            .await
+            .expect("the emulator answers")
+            .json()
+            .await
+            .expect("a JSON answer");
+        listed["faults"]
+            .as_array()
+            .expect("faults")
+            .iter()
+            .find(|fault| fault["id"] == self.id.as_str())
+            .and_then(|fault| fault["hits"].as_u64())
+            .expect("the planted fault is listed")
+    }
+
+    /// Removes the fault; later requests are served normally.
+    pub async fn clear(self) {
+        let response = reqwest::Client::new()
+            .delete(faults_url())
+            .query(&[("id", &self.id)])
+            .send()
+            .await
+            .expect("the emulator answers");
+        assert!(response.status().is_success(), "clearing fault {} failed", self.id);
+    }
+}
+
+/// Where the emulator takes faults: its own port, path `/_knoq/faults`.
+fn faults_url() -> String {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .expect("AWS_ENDPOINT_URL: run through `make test`");
+    format!("{}/_knoq/faults", endpoint.trim_end_matches('/'))
+}
