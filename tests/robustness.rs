@@ -1,10 +1,11 @@
 //! SPEC §8, the robustness promises, over real HTTP against the local stack: transcript
-//! paging whatever the event sizes.
+//! paging whatever the event sizes; contention, throttling and a failing DynamoDB, injected
+//! by the emulator (`Fault`, infra/local/faults.py) on the session each test owns.
 
 use std::time::Duration;
 
 use knoq_tests::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The largest message the API takes, in bytes: 16,000 characters of four UTF-8 bytes each.
 fn largest_message(tag: usize) -> String {
@@ -82,5 +83,159 @@ async fn has_more_is_true_exactly_while_events_follow_whatever_their_size() {
             cursor = ids.last().cloned();
         }
         assert_eq!(seen, stored[from..], "from event {from}: every later event, once, in order");
+    }
+}
+
+/// A client for a new caller, and a session of theirs that only this test writes to.
+async fn caller_with_quiet_session() -> (ApiClient, String, Caller) {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = quiet_session(&app, &caller, "Hold on").await;
+    (ApiClient::new(Some(&caller.token)), id, caller)
+}
+
+fn body(fields: Value) -> String {
+    fields.to_string()
+}
+
+#[tokio::test]
+async fn a_cancel_met_by_two_conflicts_still_answers_200() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    let conflicts = Fault::new("UpdateItem", "SessionsTable", "TransactionConflictException")
+        .times(2)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(conflicts.hits().await, 2, "both conflicts were met");
+    assert!(attr(&session_item(&id).await.unwrap(), "cancelled_at").is_some());
+    conflicts.clear().await;
+}
+
+#[tokio::test]
+async fn a_delete_met_by_conflicts_on_each_write_still_answers_200() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    let mut faults = Vec::new();
+    for operation in ["UpdateItem", "DeleteItem"] {
+        let fault = Fault::new(operation, "SessionsTable", "TransactionConflictException")
+            .times(2)
+            .containing(&id)
+            .plant()
+            .await;
+        faults.push(fault);
+    }
+    let (status, _, answer) = client.delete("session", &[("sessionId", &id)]).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    for fault in faults {
+        assert_eq!(fault.hits().await, 2, "the mark and the removal each met two");
+        fault.clear().await;
+    }
+    assert!(session_item(&id).await.is_none());
+    assert!(event_items(&id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_message_met_by_two_conflicts_is_kept_once() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    let conflicts =
+        Fault::new("TransactWriteItems", "SessionsTable", "TransactionConflictException")
+            .times(2)
+            .containing(&id)
+            .plant()
+            .await;
+    let (status, _, answer) = client.message(&id, "Still there?").await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(conflicts.hits().await, 2);
+    let texts: Vec<String> = event_items(&id)
+        .await
+        .iter()
+        .filter_map(|item| attr(item, "payload").map(str::to_owned))
+        .collect();
+    assert_eq!(texts.iter().filter(|p| p.contains("Still there?")).count(), 1, "{texts:?}");
+    assert_eq!(number(&session_item(&id).await.unwrap(), "queued_messages"), Some(1));
+    conflicts.clear().await;
+}
+
+#[tokio::test]
+async fn throttling_is_retried_by_the_sdk() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    // The SDK's standard retry makes three attempts: two throttled answers are absorbed.
+    let throttled = Fault::new("TransactWriteItems", "SessionsTable", "ThrottlingException")
+        .times(2)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.message(&id, "Busy?").await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(throttled.hits().await, 2);
+    throttled.clear().await;
+    let throttled =
+        Fault::new("UpdateItem", "SessionsTable", "ProvisionedThroughputExceededException")
+            .times(2)
+            .containing(&id)
+            .plant()
+            .await;
+    let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(throttled.hits().await, 2);
+    throttled.clear().await;
+}
+
+#[tokio::test]
+async fn a_cancel_throttled_through_every_retry_is_503_with_retry_after_and_changes_nothing() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    let before = session_item(&id).await.unwrap();
+    let throttled = Fault::new("UpdateItem", "SessionsTable", "ThrottlingException")
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, retry_after, answer) =
+        client.post("cancel", body(json!({ "sessionId": id }))).await;
+    assert_eq!(status.as_u16(), 503, "{answer}");
+    assert_eq!(retry_after.as_deref(), Some("2"));
+    assert_eq!(answer, json!({ "error": "the service is busy; retry in 2 s" }));
+    assert_eq!(throttled.hits().await, 3, "the SDK tried three times");
+    assert_eq!(session_item(&id).await.unwrap(), before, "nothing changed");
+    throttled.clear().await;
+    let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })), "the retry cancels");
+}
+
+#[tokio::test]
+async fn dynamodb_failing_mid_request_answers_json_503_and_writes_nothing() {
+    let (client, id, caller) = caller_with_quiet_session().await;
+    let before = (session_item(&id).await.unwrap(), event_items(&id).await);
+    // Every route below has already read (cookie, rate limit, session) when its write fails.
+    let failing = [
+        Fault::new("TransactWriteItems", "SessionsTable", "InternalServerError")
+            .containing(&id)
+            .plant()
+            .await,
+        Fault::new("UpdateItem", "SessionsTable", "InternalServerError")
+            .containing(&id)
+            .plant()
+            .await,
+        // Create's transaction names the new session's owner, not an id known beforehand.
+        Fault::new("TransactWriteItems", "SessionsTable", "InternalServerError")
+            .containing(&caller.user_id)
+            .plant()
+            .await,
+    ];
+    let answers = [
+        client.message(&id, "Anyone?").await,
+        client.post("cancel", body(json!({ "sessionId": id }))).await,
+        client.post("session", body(json!({ "text": "A new one" }))).await,
+    ];
+    for (status, retry_after, answer) in answers {
+        assert_eq!(status.as_u16(), 503, "{answer}");
+        assert_eq!(retry_after.as_deref(), Some("2"));
+        assert_eq!(answer, json!({ "error": "the service is busy; retry in 2 s" }));
+    }
+    assert_eq!((session_item(&id).await.unwrap(), event_items(&id).await), before);
+    assert_eq!(sessions_owned(&caller.user_id, &caller.org_id).await, 1, "no new session");
+    for fault in failing {
+        assert!(fault.hits().await >= 3, "the SDK retried each");
+        fault.clear().await;
     }
 }

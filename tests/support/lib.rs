@@ -86,6 +86,22 @@ pub async fn scope_of(app: &App, caller: &Caller) -> knoq_shared::domain::UserSc
     app.auth.authenticate(&request).await.expect("a fresh cookie authenticates")
 }
 
+/// A session of `caller` (opening message `text`) whose run has no execution behind it:
+/// it holds the session as a live run would, but nothing other than the test writes to it,
+/// so faults planted on it meet the test's requests only. Its id.
+pub async fn quiet_session(app: &App, caller: &Caller, text: &str) -> String {
+    use knoq_shared::domain::{MessageText, RunId, SessionId};
+    let scope = scope_of(app, caller).await;
+    let id = SessionId::new();
+    let text = MessageText::parse(text.into()).expect("a valid text");
+    let timeout = knoq_shared::workflow::TURN_TIMEOUT;
+    app.sessions
+        .create(&scope, &id, &text, &RunId::new(), timeout, Instant::now())
+        .await
+        .expect("create a session");
+    id.as_string()
+}
+
 /// How a test request presents itself.
 #[derive(Debug, Clone, Default)]
 pub struct As<'a> {

@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use super::{
     Item, StoreError, Transaction, UNPROCESSED_RETRIES, get_i64, get_s, n, pause_before_resend,
-    require_s, s, transact,
+    require_s, retry_conflicts, s, transact,
 };
 use crate::clock::Instant;
 use crate::domain::{EventId, EventType, MessageText, RunId, SessionId, UserScope};
@@ -326,27 +326,30 @@ impl SessionStore {
         now: Instant,
     ) -> Result<CancelOutcome, StoreError> {
         let at = now.rfc3339();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(id.as_string()))
-            .update_expression(
-                "SET cancelled_at = :now, updated_at = :now, \
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(id.as_string()))
+                .update_expression(
+                    "SET cancelled_at = :now, updated_at = :now, \
                  cancel_saw_run_until = if_not_exists(run_expires_at, :no_run)",
-            )
-            .condition_expression(
-                "user_id = :user AND org_id = :org \
+                )
+                .condition_expression(
+                    "user_id = :user AND org_id = :org \
                  AND attribute_not_exists(cancelled_at) AND attribute_not_exists(deleted_at)",
-            )
-            .expression_attribute_values(":now", s(&at))
-            .expression_attribute_values(":no_run", n(0))
-            .expression_attribute_values(":user", s(scope.user_id()))
-            .expression_attribute_values(":org", s(scope.org_id()))
-            .return_values(ReturnValue::UpdatedNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+                )
+                .expression_attribute_values(":now", s(&at))
+                .expression_attribute_values(":no_run", n(0))
+                .expression_attribute_values(":user", s(scope.user_id()))
+                .expression_attribute_values(":org", s(scope.org_id()))
+                .return_values(ReturnValue::UpdatedNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+        })
+        .await;
         match result {
             Ok(output) => {
                 let updated = output.attributes.unwrap_or_default();
@@ -516,26 +519,27 @@ impl SessionStore {
         run: &ActiveRun,
         now: Instant,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(&session.id))
-            .update_expression(
-                "SET turn_step = :zero, run_started_at = :now_ms, queued_messages = :zero",
-            )
-            .condition_expression(
-                "attribute_exists(id) AND attribute_not_exists(deleted_at) \
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(&session.id))
+                .update_expression(
+                    "SET turn_step = :zero, run_started_at = :now_ms, queued_messages = :zero",
+                )
+                .condition_expression(
+                    "attribute_exists(id) AND attribute_not_exists(deleted_at) \
                  AND attribute_not_exists(cancelled_at) AND active_run = :run \
                  AND turn_step = :step AND queued_messages = :seen",
-            )
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":now_ms", n(now.epoch_millis()))
-            .expression_attribute_values(":run", s(run.id.as_str()))
-            .expression_attribute_values(":step", n(run.step))
-            .expression_attribute_values(":seen", n(session.queued_messages))
-            .send()
-            .await;
+                )
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":now_ms", n(now.epoch_millis()))
+                .expression_attribute_values(":run", s(run.id.as_str()))
+                .expression_attribute_values(":step", n(run.step))
+                .expression_attribute_values(":seen", n(session.queued_messages))
+                .send()
+        })
+        .await;
         match result {
             Ok(_) => Ok(true),
             Err(error) => match error.as_service_error() {
@@ -556,26 +560,29 @@ impl SessionStore {
         now: Instant,
     ) -> Result<DeleteMark, StoreError> {
         let at = now.rfc3339();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(id.as_string()))
-            .update_expression(
-                "SET deleted_at = :now, cancelled_at = if_not_exists(cancelled_at, :now), \
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(id.as_string()))
+                .update_expression(
+                    "SET deleted_at = :now, cancelled_at = if_not_exists(cancelled_at, :now), \
                  updated_at = :now, expires_at = :ttl",
-            )
-            .condition_expression(
-                "attribute_exists(id) AND user_id = :user AND org_id = :org \
+                )
+                .condition_expression(
+                    "attribute_exists(id) AND user_id = :user AND org_id = :org \
                  AND attribute_not_exists(deleted_at)",
-            )
-            .expression_attribute_values(":now", s(&at))
-            .expression_attribute_values(":ttl", n(now.epoch_secs() + DELETED_SESSION_TTL_SECS))
-            .expression_attribute_values(":user", s(scope.user_id()))
-            .expression_attribute_values(":org", s(scope.org_id()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+                )
+                .expression_attribute_values(":now", s(&at))
+                .expression_attribute_values(":ttl", n(now.epoch_secs() + DELETED_SESSION_TTL_SECS))
+                .expression_attribute_values(":user", s(scope.user_id()))
+                .expression_attribute_values(":org", s(scope.org_id()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+        })
+        .await;
         match result {
             Ok(_) => Ok(DeleteMark::Marked),
             Err(error) => match error.as_service_error() {
@@ -665,14 +672,15 @@ impl SessionStore {
 
     /// Removes a session item marked deleted (the last step of a delete).
     pub async fn remove_deleted(&self, id: &SessionId) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(id.as_string()))
-            .condition_expression("attribute_exists(deleted_at)")
-            .send()
-            .await;
+        let result = retry_conflicts(|| {
+            self.client
+                .delete_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(id.as_string()))
+                .condition_expression("attribute_exists(deleted_at)")
+                .send()
+        })
+        .await;
         match result {
             Ok(_) => Ok(()),
             Err(error) => match error.as_service_error() {
