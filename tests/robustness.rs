@@ -239,3 +239,114 @@ async fn dynamodb_failing_mid_request_answers_json_503_and_writes_nothing() {
         fault.clear().await;
     }
 }
+
+/// How many stored events of session `id` carry `text`.
+async fn events_with_text(id: &str, text: &str) -> usize {
+    let needle = serde_json::to_string(text).unwrap();
+    event_items(id)
+        .await
+        .iter()
+        .filter(|item| attr(item, "payload").unwrap().contains(&needle))
+        .count()
+}
+
+#[tokio::test]
+async fn a_lost_response_of_a_queued_message_keeps_it_once() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    let lost = Fault::new("TransactWriteItems", "SessionsTable", "CommittedResponseLost")
+        .times(1)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.message(&id, "Said once").await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(lost.hits().await, 1, "the write committed and its answer was lost");
+    assert_eq!(events_with_text(&id, "Said once").await, 1);
+    assert_eq!(number(&session_item(&id).await.unwrap(), "queued_messages"), Some(1));
+    lost.clear().await;
+}
+
+#[tokio::test]
+async fn a_lost_response_of_a_message_that_starts_a_run_starts_it_once() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    // Idle, as after a finished turn: no run holds the session.
+    dynamodb()
+        .await
+        .update_item()
+        .table_name(config().tables.sessions)
+        .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.clone()))
+        .update_expression(
+            "SET #status = :idle REMOVE active_run, run_started_at, run_expires_at, turn_step, \
+             queued_messages",
+        )
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(
+            ":idle",
+            aws_sdk_dynamodb::types::AttributeValue::S("idle".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let lost = Fault::new("TransactWriteItems", "SessionsTable", "CommittedResponseLost")
+        .times(1)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.message(&id, "Start once").await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(lost.hits().await, 1);
+    lost.clear().await;
+    let session = session_item(&id).await.unwrap();
+    assert_eq!(events_with_text(&id, "Start once").await, 1);
+    assert_eq!(number(&session, "queued_messages"), Some(0), "not queued on its own run");
+    assert_eq!(number(&session, "runs_started"), Some(2), "the opening run and this one");
+    let run = attr(&session, "active_run").expect("the message's run holds the session");
+    let execution = execution_status(run).await;
+    assert!(["RUNNING", "SUCCEEDED"].contains(&execution.as_str()), "{execution}");
+}
+
+#[tokio::test]
+async fn a_lost_response_of_a_create_answers_200_with_one_session() {
+    let caller = new_caller().await;
+    let client = ApiClient::new(Some(&caller.token));
+    // Create's transaction names the new session's owner.
+    let lost = Fault::new("TransactWriteItems", "SessionsTable", "CommittedResponseLost")
+        .times(1)
+        .containing(&caller.user_id)
+        .plant()
+        .await;
+    let (id, run) = client.create("Created once").await;
+    assert_eq!(lost.hits().await, 1);
+    lost.clear().await;
+    assert_eq!(sessions_owned(&caller.user_id, &caller.org_id).await, 1);
+    assert_eq!(events_with_text(&id, "Created once").await, 1);
+    let execution = execution_status(&run).await;
+    assert!(["RUNNING", "SUCCEEDED"].contains(&execution.as_str()), "{execution}");
+    client.cancel(&id).await;
+}
+
+#[tokio::test]
+async fn a_lost_response_of_a_cancel_or_a_delete_still_reports_what_it_did() {
+    let (client, id, caller) = caller_with_quiet_session().await;
+    let lost = Fault::new("UpdateItem", "SessionsTable", "CommittedResponseLost")
+        .times(1)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })), "the first cancel");
+    assert_eq!(lost.hits().await, 1);
+    lost.clear().await;
+
+    let id = quiet_session(&app().await, &caller, "Delete me").await;
+    let lost = Fault::new("UpdateItem", "SessionsTable", "CommittedResponseLost")
+        .times(1)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.delete("session", &[("sessionId", &id)]).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })), "not a 404");
+    assert_eq!(lost.hits().await, 1);
+    lost.clear().await;
+    assert!(session_item(&id).await.is_none());
+}

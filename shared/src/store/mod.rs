@@ -11,11 +11,15 @@ pub mod sessions;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 
@@ -134,6 +138,42 @@ pub(crate) async fn pause_before_resend(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
 }
 
+/// Counts the HTTP attempts the SDK makes for one request, its own retries included. A
+/// conditional write whose condition fails on a later attempt may have been refused by its
+/// own earlier attempt, which committed but whose response was lost (a 5xx, a timeout):
+/// [`Attempts::retried`] says when to look for that. Attach it with
+/// `.customize().interceptor(attempts.clone())`, after [`Attempts::reset`].
+#[derive(Debug, Clone, Default)]
+pub struct Attempts(Arc<AtomicU32>);
+
+impl Attempts {
+    /// Starts counting a new request.
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the SDK sent the request more than once.
+    pub fn retried(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 1
+    }
+}
+
+impl Intercept for Attempts {
+    fn name(&self) -> &'static str {
+        "Attempts"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
 /// How many times a write that met a transaction in flight on its item is sent again.
 const CONFLICT_RETRIES: u32 = 6;
 
@@ -180,13 +220,25 @@ where
 /// error, and retrying with a short jittered backoff when it only lost a conflict with a
 /// concurrent transaction or write on the same item. Conflicts that outlast the retries,
 /// and cancellations for throttling, are [`StoreError::Unavailable`].
+///
+/// Every attempt of one call carries the same `ClientRequestToken`, made here, so the write
+/// is idempotent on DynamoDB: when a committed write's response is lost and the SDK sends
+/// it again, DynamoDB answers success without writing twice (for 10 minutes; a cancelled
+/// attempt is not remembered, so the conflict retries are applied). Emulators may ignore
+/// the token: the event appends also recognise their own earlier write when a condition
+/// refuses (`SessionStore`).
 pub async fn transact(
     client: &Client,
     items: Vec<TransactWriteItem>,
 ) -> Result<Transaction, StoreError> {
+    let token = uuid::Uuid::new_v4().hyphenated().to_string(); // 36 characters, the limit
     let mut attempt = 0;
     loop {
-        let result = client.transact_write_items().set_transact_items(Some(items.clone())).send();
+        let result = client
+            .transact_write_items()
+            .set_transact_items(Some(items.clone()))
+            .client_request_token(&token)
+            .send();
         let error = match result.await {
             Ok(_) => return Ok(Transaction::Committed),
             Err(error) => error,

@@ -30,8 +30,8 @@ use aws_sdk_dynamodb::types::{
 use serde_json::Value;
 
 use super::{
-    Item, StoreError, Transaction, UNPROCESSED_RETRIES, get_i64, get_s, n, pause_before_resend,
-    require_s, retry_conflicts, s, transact,
+    Attempts, Item, StoreError, Transaction, UNPROCESSED_RETRIES, get_i64, get_s, n,
+    pause_before_resend, require_s, retry_conflicts, s, transact,
 };
 use crate::clock::Instant;
 use crate::domain::{EventId, EventType, MessageText, RunId, SessionId, UserScope};
@@ -274,6 +274,13 @@ impl SessionStore {
         ];
         match transact(&self.client, items).await? {
             Transaction::Committed => Ok(event_id),
+            // A lost response of this very write, sent again by the SDK, is refused by its own
+            // condition: the fresh event id tells it from anything else.
+            Transaction::ConditionFailed(_)
+                if self.event_written(&id.as_string(), &event_id).await? =>
+            {
+                Ok(event_id)
+            }
             Transaction::ConditionFailed(_) => {
                 Err(StoreError::Corrupt(format!("session {id} or its first event exists")))
             }
@@ -326,7 +333,9 @@ impl SessionStore {
         now: Instant,
     ) -> Result<CancelOutcome, StoreError> {
         let at = now.rfc3339();
+        let attempts = Attempts::default();
         let result = retry_conflicts(|| {
+            attempts.reset();
             self.client
                 .update_item()
                 .table_name(&self.sessions_table)
@@ -347,6 +356,8 @@ impl SessionStore {
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
+                .customize()
+                .interceptor(attempts.clone())
                 .send()
         })
         .await;
@@ -360,7 +371,8 @@ impl SessionStore {
             }
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    classify_failed_cancel(scope, failed.item())
+                    let own_stamp = attempts.retried().then_some(at.as_str());
+                    classify_failed_cancel(scope, failed.item(), own_stamp, now)
                 }
                 _ => Err(StoreError::sdk("UpdateItem", error)),
             },
@@ -560,7 +572,9 @@ impl SessionStore {
         now: Instant,
     ) -> Result<DeleteMark, StoreError> {
         let at = now.rfc3339();
+        let attempts = Attempts::default();
         let result = retry_conflicts(|| {
+            attempts.reset();
             self.client
                 .update_item()
                 .table_name(&self.sessions_table)
@@ -580,6 +594,8 @@ impl SessionStore {
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
+                .customize()
+                .interceptor(attempts.clone())
                 .send()
         })
         .await;
@@ -587,12 +603,19 @@ impl SessionStore {
             Ok(_) => Ok(DeleteMark::Marked),
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    let owned = failed.item().is_some_and(|old| {
+                    let Some(old) = failed.item().filter(|old| {
                         get_s(old, "user_id") == Some(scope.user_id())
                             && get_s(old, "org_id") == Some(scope.org_id())
-                            && get_s(old, "deleted_at").is_some()
-                    });
-                    Ok(if owned { DeleteMark::AlreadyDeleting } else { DeleteMark::NotFound })
+                    }) else {
+                        return Ok(DeleteMark::NotFound);
+                    };
+                    Ok(match get_s(old, "deleted_at") {
+                        // This request's own mark: its response was lost and the SDK sent
+                        // the update again.
+                        Some(mark) if attempts.retried() && mark == at => DeleteMark::Marked,
+                        Some(_) => DeleteMark::AlreadyDeleting,
+                        None => DeleteMark::NotFound,
+                    })
                 }
                 _ => Err(StoreError::sdk("UpdateItem", error)),
             },
@@ -728,7 +751,35 @@ impl SessionStore {
             TransactWriteItem::builder().update(update).build(),
             self.event_put(&session.id, &event_id, event, &at)?,
         ];
-        Ok(transact(&self.client, items).await? == Transaction::Committed)
+        Ok(match transact(&self.client, items).await? {
+            Transaction::Committed => true,
+            // Refused, or this very write committed and its lost response was sent again by
+            // the SDK, to be refused by its own condition (on an emulator that ignores the
+            // transaction's token): the event id, fresh for this call, tells which.
+            Transaction::ConditionFailed(_) => self.event_written(&session.id, &event_id).await?,
+        })
+    }
+
+    /// Whether the event `event_id` of `session_id` is stored (one consistent read). Event ids
+    /// are made fresh for each append (UUID v7, 74 random bits), so an event with the id an
+    /// append made was written by that append.
+    async fn event_written(
+        &self,
+        session_id: &str,
+        event_id: &EventId,
+    ) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.events_table)
+            .key("session_id", s(session_id))
+            .key("event_id", s(event_id.as_str()))
+            .projection_expression("event_id")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::sdk("GetItem", e))?;
+        Ok(output.item.is_some())
     }
 
     fn event_put(
@@ -767,9 +818,14 @@ struct Append<'a> {
 /// Reads the old item a failed cancel condition returned: the caller's own, already
 /// cancelled session is "already cancelled"; anything else (no item, another user's or
 /// another organisation's) is "not found", so ids cannot be probed across tenants.
+/// `own_stamp` is this request's `cancelled_at` when the SDK sent it more than once: a stamp
+/// equal to it is this request's own (an earlier attempt committed, its response was lost),
+/// so this is the first cancel after all.
 fn classify_failed_cancel(
     scope: &UserScope,
     old: Option<&Item>,
+    own_stamp: Option<&str>,
+    now: Instant,
 ) -> Result<CancelOutcome, StoreError> {
     let Some(old) = old else {
         return Ok(CancelOutcome::NotFound);
@@ -777,10 +833,16 @@ fn classify_failed_cancel(
     let owned = get_s(old, "user_id") == Some(scope.user_id())
         && get_s(old, "org_id") == Some(scope.org_id());
     let deleted = get_s(old, "deleted_at").is_some();
-    if owned && !deleted && get_s(old, "cancelled_at").is_some() {
-        return Ok(CancelOutcome::AlreadyCancelled(Box::new(SessionRecord::from_item(old)?)));
+    match get_s(old, "cancelled_at") {
+        Some(stamp) if owned && !deleted && own_stamp == Some(stamp) => {
+            let run_until = get_i64(old, "cancel_saw_run_until").unwrap_or(0);
+            Ok(CancelOutcome::Cancelled { run_is_live: run_until > now.epoch_millis() })
+        }
+        Some(_) if owned && !deleted => {
+            Ok(CancelOutcome::AlreadyCancelled(Box::new(SessionRecord::from_item(old)?)))
+        }
+        _ => Ok(CancelOutcome::NotFound),
     }
-    Ok(CancelOutcome::NotFound)
 }
 
 #[cfg(test)]
@@ -805,7 +867,7 @@ mod tests {
     fn own_cancelled_session_is_already_cancelled() {
         let old = item("u1", "o1", Some("2026-01-01T00:00:00.000Z"));
         let Ok(CancelOutcome::AlreadyCancelled(session)) =
-            classify_failed_cancel(&scope(), Some(&old))
+            classify_failed_cancel(&scope(), Some(&old), None, now())
         else {
             panic!("expected already cancelled");
         };
@@ -815,11 +877,35 @@ mod tests {
     #[test]
     fn missing_or_foreign_sessions_are_not_found() {
         let at = Some("2026-01-01T00:00:00.000Z");
-        assert_eq!(classify_failed_cancel(&scope(), None).unwrap(), CancelOutcome::NotFound);
+        let mine = Some("2026-01-01T00:00:00.000Z");
+        let none = classify_failed_cancel(&scope(), None, mine, now()).unwrap();
+        assert_eq!(none, CancelOutcome::NotFound);
         for old in [item("u2", "o1", at), item("u1", "o2", at), item("u2", "o1", None)] {
-            let outcome = classify_failed_cancel(&scope(), Some(&old)).unwrap();
+            let outcome = classify_failed_cancel(&scope(), Some(&old), mine, now()).unwrap();
             assert_eq!(outcome, CancelOutcome::NotFound);
         }
+    }
+
+    #[test]
+    fn a_retried_cancel_that_finds_its_own_stamp_is_the_first_cancel() {
+        let at = "2026-01-01T00:00:00.000Z";
+        let mut old = item("u1", "o1", Some(at));
+        old.insert("cancel_saw_run_until".into(), n(now().epoch_millis() + 1_000));
+        let outcome = classify_failed_cancel(&scope(), Some(&old), Some(at), now()).unwrap();
+        assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: true });
+        old.insert("cancel_saw_run_until".into(), n(0));
+        let outcome = classify_failed_cancel(&scope(), Some(&old), Some(at), now()).unwrap();
+        assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: false });
+        let other = Some("2026-01-01T00:00:00.001Z");
+        let outcome = classify_failed_cancel(&scope(), Some(&old), other, now()).unwrap();
+        assert!(matches!(outcome, CancelOutcome::AlreadyCancelled(_)), "another stamp");
+        let foreign = item("u2", "o1", Some(at));
+        let outcome = classify_failed_cancel(&scope(), Some(&foreign), Some(at), now()).unwrap();
+        assert_eq!(outcome, CancelOutcome::NotFound, "another tenant's stamp is never ours");
+    }
+
+    fn now() -> Instant {
+        Instant::from_epoch_millis(1_767_225_600_000)
     }
 
     fn stored_session(run: Option<(i64, i64)>) -> Item {
