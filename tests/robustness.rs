@@ -350,3 +350,45 @@ async fn a_lost_response_of_a_cancel_or_a_delete_still_reports_what_it_did() {
     lost.clear().await;
     assert!(session_item(&id).await.is_none());
 }
+
+/// Invokes the list function over the Lambda Invoke API of the local stack with an API
+/// Gateway HTTP API (payload 2.0) event whose `cookies` are `cookies`, as API Gateway
+/// delivers a browser's request: every cookie of the Cookie header, one string each. Its
+/// HTTP answer's status and JSON body.
+async fn list_as_api_gateway_delivers(cookies: &[String]) -> (u64, Value) {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/list-sessions.json");
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(sample).unwrap()).unwrap();
+    event["cookies"] = json!(cookies);
+    event["headers"].as_object_mut().unwrap().remove("cookie");
+    let base = std::env::var("KNOQ_API_URL").expect("KNOQ_API_URL: run through `make test`");
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{base}/2015-03-31/functions/list-sessions/invocations"))
+        .body(event.to_string())
+        .send()
+        .await
+        .expect("the local Lambda endpoint answers")
+        .json()
+        .await
+        .expect("the function's JSON answer");
+    let body = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    (answer["statusCode"].as_u64().unwrap(), body)
+}
+
+#[tokio::test]
+async fn unrelated_cookies_with_any_characters_do_not_hide_the_session_cookie() {
+    let caller = new_caller().await;
+    let session_cookie = format!("{}={}", config().cookie_name, caller.token);
+    for unrelated in [
+        "pref=caf\u{e9}",   // as a browser sends it (UTF-8), or a Latin-1 byte decoded
+        "pref=caf\u{fffd}", // a byte that was no text, replaced
+        "\u{1D11E}=\u{e9}\u{fffd}", // no cookie syntax allows these; not ours to refuse
+    ] {
+        for cookies in [
+            vec![unrelated.to_owned(), session_cookie.clone()],
+            vec![session_cookie.clone(), unrelated.to_owned()],
+        ] {
+            let (status, body) = list_as_api_gateway_delivers(&cookies).await;
+            assert_eq!((status, &body), (200, &json!({ "sessions": [] })), "{cookies:?}");
+        }
+    }
+}
