@@ -392,3 +392,59 @@ async fn unrelated_cookies_with_any_characters_do_not_hide_the_session_cookie() 
         }
     }
 }
+
+/// `count` sessions of `caller`, one a second apart (index 0 the oldest), of which those at
+/// `deleted` (counted from the newest, 0 the newest) are marked deleted as an interrupted
+/// delete leaves them: still in the owner index, never to be listed. The live ids, newest
+/// first.
+async fn sessions_some_deleted(caller: &Caller, count: usize, deleted: &[usize]) -> Vec<String> {
+    use knoq_shared::clock::Instant;
+    use knoq_shared::domain::{MessageText, RunId, SessionId};
+    let app = app().await;
+    let scope = scope_of(&app, caller).await;
+    let start = Instant::now().epoch_millis() - 3_600_000;
+    let mut live = Vec::new();
+    for index in 0..count {
+        let id = SessionId::new();
+        let at = start + 1_000 * index as i64;
+        let text = MessageText::parse(format!("Session {index}")).unwrap();
+        let timeout = knoq_shared::workflow::TURN_TIMEOUT;
+        let created = Instant::from_epoch_millis(at);
+        app.sessions.create(&scope, &id, &text, &RunId::new(), timeout, created).await.unwrap();
+        if deleted.contains(&(count - 1 - index)) {
+            // Deleted half a second later: the same place in the order.
+            let marked = Instant::from_epoch_millis(at + 500);
+            app.sessions.mark_deleted(&scope, &id, marked).await.unwrap();
+        } else {
+            live.push(id.as_string());
+        }
+    }
+    live.reverse();
+    live
+}
+
+fn listed_ids(sessions: &[Value]) -> Vec<String> {
+    sessions.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_list_shows_every_live_session_when_deleted_ones_are_among_the_newest() {
+    let caller = new_caller().await;
+    // 55 sessions, every fifth of the newest 50 deleted: 45 live.
+    let deleted: Vec<usize> = (0..50).step_by(5).collect();
+    let live = sessions_some_deleted(&caller, 55, &deleted).await;
+    assert_eq!(live.len(), 45);
+    let listed = ApiClient::new(Some(&caller.token)).sessions().await;
+    assert_eq!(listed.len(), 45);
+    assert_eq!(listed_ids(&listed), live, "all 45, newest first");
+}
+
+#[tokio::test]
+async fn the_list_shows_fifty_when_the_newest_sessions_are_deleted() {
+    let caller = new_caller().await;
+    let deleted: Vec<usize> = (0..8).collect();
+    let live = sessions_some_deleted(&caller, 60, &deleted).await;
+    let listed = ApiClient::new(Some(&caller.token)).sessions().await;
+    assert_eq!(listed.len(), 50);
+    assert_eq!(listed_ids(&listed), live[..50], "the 50 newest live sessions");
+}
