@@ -209,8 +209,13 @@ def _inject_dynamodb_faults() -> None:
 
 
 #: Parameters the local stack sets differently from the template's defaults: a cancel is
-#: seen within one second, as SPEC's local contract says.
-LOCAL_PARAMETERS = {"PollIntervalSeconds": "1", "ScriptedTurnSeconds": "8"}
+#: seen within one second, as SPEC's local contract says; the session cookie loses its
+#: `__Host-` prefix, which browsers honour only on cookies set over https.
+LOCAL_PARAMETERS = {
+    "PollIntervalSeconds": "1",
+    "ScriptedTurnSeconds": "8",
+    "SessionCookieName": "knoq_session",
+}
 
 
 def _report_function_errors_as_aws_lambda_does(lambda_endpoint: str) -> None:
