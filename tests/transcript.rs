@@ -19,6 +19,16 @@ async fn transcript_as(app: &App, who: As<'_>, query: &[(&str, &str)]) -> (u16, 
 /// A session of `caller` (with a run that has no execution behind it, so nothing else
 /// writes to it) holding its opening message and `extra` more events.
 async fn session_with_events(app: &App, caller: &Caller, extra: usize) -> String {
+    session_with_texts(app, caller, extra, |i| format!("part {i}")).await
+}
+
+/// As [`session_with_events`], each extra event's text made by `text`.
+async fn session_with_texts(
+    app: &App,
+    caller: &Caller,
+    extra: usize,
+    text_of: impl Fn(usize) -> String,
+) -> String {
     let scope = scope_of(app, caller).await;
     let id = SessionId::new();
     let text = MessageText::parse("A long conversation".into()).unwrap();
@@ -35,7 +45,7 @@ async fn session_with_events(app: &App, caller: &Caller, extra: usize) -> String
             .item("event_id", AttributeValue::S(event_id.clone()))
             .item("type", AttributeValue::S("agent_message".into()))
             .item("occurred_at", AttributeValue::S(Instant::now().rfc3339()))
-            .item("payload", AttributeValue::S(json!({ "text": format!("part {i}") }).to_string()))
+            .item("payload", AttributeValue::S(json!({ "text": text_of(i) }).to_string()))
             .send()
             .await
             .unwrap();
@@ -104,6 +114,42 @@ async fn pages_are_bounded_ordered_and_continue_from_the_cursor() {
     let (_, from_first) =
         transcript_as(&app, who, &[("sessionId", &id), ("sinceEventId", &first_ids[0])]).await;
     assert_eq!(event_ids(&from_first)[..PAGE_SIZE - 1], first_ids[1..], "cursor excluded");
+}
+
+#[tokio::test]
+async fn a_page_of_large_events_stays_within_a_lambda_response_and_says_more_follow() {
+    let app = app().await;
+    let caller = new_caller().await;
+    // 80 events of 64,000 bytes: 5 MB, more than one Lambda response (6 MB) may carry with
+    // the JSON around it once a page nears 100 such events, and many 1 MB queries.
+    let id =
+        session_with_texts(&app, &caller, 80, |i| format!("{i:02}{}", "\u{1D11E}".repeat(15_999)))
+            .await;
+    let who = As { token: Some(&caller.token), origin: None };
+    let mut seen: Vec<String> = Vec::new();
+    let mut pages = 0;
+    loop {
+        let mut query = vec![("sessionId", id.as_str())];
+        let cursor = seen.last().cloned();
+        if let Some(cursor) = &cursor {
+            query.push(("sinceEventId", cursor.as_str()));
+        }
+        let (status, page) = transcript_as(&app, who.clone(), &query).await;
+        assert_eq!(status, 200);
+        assert!(page.to_string().len() < 5 * 1024 * 1024, "a page stays well under 6 MB");
+        pages += 1;
+        seen.extend(event_ids(&page));
+        if page["hasMore"] == false {
+            break;
+        }
+    }
+    assert_eq!(pages, 2, "the byte budget splits 81 large events into two pages");
+    let stored: Vec<String> = event_items(&id)
+        .await
+        .iter()
+        .map(|item| attr(item, "event_id").unwrap().to_owned())
+        .collect();
+    assert_eq!((seen.len(), &seen), (81, &stored), "every event once, in order");
 }
 
 #[tokio::test]

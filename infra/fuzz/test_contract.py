@@ -8,6 +8,7 @@ KNOQ_ALLOWED_ORIGIN and the functions' environment are set there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -33,6 +34,18 @@ def token(user: str, org: str) -> str:
         check=True,
     )
     return result.stdout.strip()
+
+
+@contextlib.contextmanager
+def injected_fault(fault: dict):
+    """A DynamoDB fault the test emulator injects while the block runs (infra/local/faults.py)."""
+    faults = os.environ["AWS_ENDPOINT_URL"].rstrip("/") + "/_knoq/faults"
+    planted = requests.post(faults, json=fault, timeout=10)
+    planted.raise_for_status()
+    try:
+        yield
+    finally:
+        requests.delete(faults, params={"id": planted.json()["id"]}, timeout=10).raise_for_status()
 
 
 class Caller:
@@ -77,6 +90,12 @@ class ContractTest(unittest.TestCase):
         self.assertEqual(alice.call("GET", "transcript", query=since).status_code, 200)
         self.assertEqual(alice.call("GET", "sessions").status_code, 200)
         self.assertEqual(alice.call("POST", "message", body={"sessionId": session, "text": "More"}).status_code, 200)
+
+        # 503 with Retry-After: DynamoDB throttles the cancel through every retry
+        throttled = {"operation": "UpdateItem", "table": "SessionsTable",
+                     "error": "ThrottlingException", "contains": session}
+        with injected_fault(throttled):
+            self.assertEqual(alice.call("POST", "cancel", body={"sessionId": session}).status_code, 503)
 
         # 400 of each kind, 404, 413
         self.assertEqual(alice.call("POST", "cancel", raw=b"{nope").status_code, 400)

@@ -34,20 +34,61 @@ case "$MODE" in
        PROVIDER_PORT=${KNOQ_PROVIDER_PORT:-4598} ;;
   *) echo "usage: run.sh dev|test|bench|bench-workflow" >&2; exit 2 ;;
 esac
-ENV_FILE=.local/$MODE.env
+ENV_FILE=${KNOQ_ENV_FILE:-.local/$MODE.env}
 ORIGIN=${KNOQ_ALLOWED_ORIGIN:-http://127.0.0.1:$API_PORT}
 PIDS=()
 
+# Stopping, whatever stops it (Ctrl-C, SIGTERM from a process manager or an editor, a closed
+# terminal, make forwarding its own SIGTERM to this script): every service runs in a session
+# of its own (start), and cleanup ends every process of those sessions (stop_services), the
+# functions that `cargo lambda watch` runs in process groups of their own included. A signal
+# arriving while cleanup runs is ignored rather than allowed to cut it short (make sends
+# SIGTERM a second time). If this script is killed outright (SIGKILL), no cleanup can run:
+# the services get SIGTERM from the kernel when it dies (start).
 cleanup() {
-  trap - EXIT INT TERM
-  for pid in "${PIDS[@]}"; do
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
+  trap '' INT TERM HUP
+  trap - EXIT
+  stop_services
   rm -f "$ENV_FILE"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+# The live processes of the services' sessions (zombies hold nothing); none is no error.
+service_processes() {
+  [ ${#PIDS[@]} -gt 0 ] || return 0
+  { ps -o pid=,stat= -s "$(IFS=,; echo "${PIDS[*]}")" 2>/dev/null || true; } |
+    awk '$2 !~ /^Z/ { print $1 }'
+}
+
+# Waits up to $1 quarter-seconds for the services' processes to end; false if some remain.
+services_end_within() {
+  local _
+  for _ in $(seq 1 "$1"); do
+    [ -n "$(service_processes)" ] || return 0
+    sleep 0.25
+  done
+  [ -z "$(service_processes)" ]
+}
+
+# SIGTERM to each service's process group first, so that `cargo lambda watch` ends its
+# function instances itself; after 5 s SIGTERM to whatever of their sessions is left; after
+# 5 s more, SIGKILL.
+stop_services() {
+  local pid left
+  for pid in "${PIDS[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
+  services_end_within 20 && return 0
+  left=$(service_processes)
+  [ -z "$left" ] || kill -TERM $left 2>/dev/null || true
+  services_end_within 20 && return 0
+  left=$(service_processes)
+  echo "run.sh: stopping what is left by force: $left" >&2
+  [ -z "$left" ] || kill -KILL $left 2>/dev/null || true
+}
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 EXTERNAL_ENDPOINT=""
@@ -69,8 +110,14 @@ for port in "${PORTS[@]}"; do
   port_free "$port" || { echo "run.sh: port $port on 127.0.0.1 is already in use" >&2; exit 1; }
 done
 
-# Each service runs in its own process group so that cleanup stops its children too.
-start() { setsid "$@" & PIDS+=("$!"); }
+# Each service runs in a session of its own (its id is the service's pid), so that cleanup
+# finds all of its processes. Where util-linux's setpriv is present, the service also gets
+# SIGTERM from the kernel when this script dies, however it dies.
+if command -v setpriv >/dev/null 2>&1; then
+  start() { setsid setpriv --pdeathsig TERM "$@" & PIDS+=("$!"); }
+else
+  start() { setsid "$@" & PIDS+=("$!"); }
+fi
 
 start_emulator() {
   rm -f "$ENV_FILE"
@@ -176,7 +223,7 @@ MSG
     wait_for_routes
     load_env
     export KNOQ_API_URL="http://127.0.0.1:$API_PORT" KNOQ_PROVIDER_URL
-    export KNOQ_ADMIN_BIN="$ROOT/target/debug/knoq-admin"
+    export KNOQ_ADMIN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/knoq-admin"
     export KNOQ_ALLOWED_ORIGIN="$ORIGIN"
     cargo nextest run --workspace --no-fail-fast "${SELECTED_TESTS[@]}"
     if [ ${#SELECTED_TESTS[@]} -eq 0 ]; then

@@ -201,9 +201,22 @@ def _serialise_dynamodb() -> None:
     DynamoHandler.call_action = call_action
 
 
+def _inject_dynamodb_faults() -> None:
+    """With --fault-injection: tests may plant DynamoDB faults over HTTP on the emulator's
+    port (`/_knoq/faults`, see infra/local/faults.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import faults
+
+    faults.install()
+
+
 #: Parameters the local stack sets differently from the template's defaults: a cancel is
-#: seen within one second, as SPEC's local contract says.
-LOCAL_PARAMETERS = {"PollIntervalSeconds": "1"}
+#: seen within one second, as SPEC's local contract says; the session cookie loses its
+#: `__Host-` prefix, which browsers honour only on cookies set over https.
+LOCAL_PARAMETERS = {
+    "PollIntervalSeconds": "1",
+    "SessionCookieName": "knoq_session",
+}
 
 
 def asynchronous_functions(template: dict) -> set[str]:
@@ -434,6 +447,8 @@ def serve(args: argparse.Namespace) -> None:
     from moto.server import ThreadedMotoServer
 
     _serialise_dynamodb()
+    if args.fault_injection:
+        _inject_dynamodb_faults()
     if not args.verbose:
         import logging
 
@@ -495,7 +510,8 @@ def main() -> None:
     serve_parser.add_argument(
         "--fault-injection",
         action="store_true",
-        help="let tests plant faults on sessions (KNOQ_FAULT_INJECTION=enabled); for `make test` only",
+        help="let tests plant faults on sessions (KNOQ_FAULT_INJECTION=enabled) and on DynamoDB "
+        "requests (/_knoq/faults, faults.py); for `make test` only",
     )
     serve_parser.set_defaults(run=serve)
     provision_parser = commands.add_parser(

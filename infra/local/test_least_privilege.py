@@ -54,8 +54,9 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
         LIMITS: {"dynamodb:UpdateItem"},
         # sessions.cancel (the stamp), then get + terminate when no live run will end it
         SESSIONS: {"dynamodb:UpdateItem", "dynamodb:GetItem"},
-        # terminate: the status_terminated event, in the append transaction
-        EVENTS: {"dynamodb:PutItem"},
+        # terminate: the status_terminated event, in the append transaction; a refused
+        # append reads whether its own event landed (sessions.rs event_written)
+        EVENTS: {"dynamodb:PutItem", "dynamodb:GetItem"},
     },
     # routes/create_session.rs
     "CreateSessionFunction": {
@@ -65,7 +66,8 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
         # sessions.create: Put of the session (+ Put of its first event); when the run
         # cannot start (routes/mod.rs start_run): get, then fail_turn's guarded Update
         SESSIONS: {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"},
-        EVENTS: {"dynamodb:PutItem"},  # the first user_message; fail_turn's error event
+        # the first user_message; fail_turn's error event; event_written after a refusal
+        EVENTS: {"dynamodb:PutItem", "dynamodb:GetItem"},
         TURN: {"states:StartExecution"},  # workflow.rs
     },
     # routes/message.rs
@@ -75,7 +77,7 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
         # get_owned, then append_message_queued / append_message_starting_run (Update);
         # start_run's failure path as in create
         SESSIONS: {"dynamodb:GetItem", "dynamodb:UpdateItem"},
-        EVENTS: {"dynamodb:PutItem"},
+        EVENTS: {"dynamodb:PutItem", "dynamodb:GetItem"},  # the append; event_written
         TURN: {"states:StartExecution"},
     },
     # routes/list_sessions.rs -> sessions.list_owned
@@ -102,7 +104,7 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
     # start_next_turn (UpdateItem)
     "CheckerFunction": {
         SESSIONS: {"dynamodb:GetItem", "dynamodb:UpdateItem"},
-        EVENTS: {"dynamodb:PutItem"},
+        EVENTS: {"dynamodb:PutItem", "dynamodb:GetItem"},  # the append; event_written
         # workflow.rs answer / fail: the poll step's task token
         TURN: {"states:SendTaskSuccess", "states:SendTaskFailure"},
     },
@@ -113,7 +115,7 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
     "WorkerFunction": {
         SESSIONS: {"dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:BatchGetItem"},
         OWNER_INDEX: {"dynamodb:Query"},
-        EVENTS: {"dynamodb:Query", "dynamodb:PutItem"},
+        EVENTS: {"dynamodb:Query", "dynamodb:PutItem", "dynamodb:GetItem"},  # + event_written
         API_KEY_SECRET: {"secretsmanager:GetSecretValue"},
     },
 }
@@ -129,8 +131,12 @@ SOURCE_TARGETS: dict[str, dict[str, set[str] | None]] = {
     "store/auth_sessions.rs": {"AuthSessionsTable": None},
     "store/organisations.rs": {"OrganisationsTable": None},
     "store/events.rs": {"EventsTable": None},
-    # every call is on the sessions table but event_put, the Put of an appended event
-    "store/sessions.rs": {"SessionsTable": None, "EventsTable": {"dynamodb:PutItem"}},
+    # every call is on the sessions table but event_put, the Put of an appended event, and
+    # event_written, the GetItem of an event a refused append looks for
+    "store/sessions.rs": {
+        "SessionsTable": None,
+        "EventsTable": {"dynamodb:PutItem", "dynamodb:GetItem"},
+    },
     "rate_limit.rs": {"RateLimitsTable": None},
     "workflow.rs": {"TurnStateMachine": None},
     "store/turn_worker.rs": {"SessionsTable": None},

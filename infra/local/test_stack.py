@@ -51,7 +51,7 @@ class TemplateTest(unittest.TestCase):
         )
         self.assertEqual(env["SESSIONS_TABLE"], "p-SessionsTable")
         self.assertEqual(env["ALLOWED_ORIGIN"], "http://127.0.0.1:9000")
-        self.assertEqual(env["SESSION_COOKIE_NAME"], "knoq_session")
+        self.assertEqual(env["SESSION_COOKIE_NAME"], "__Host-knoq_session", "production's default")
         for value in env.values():
             self.assertNotIn("Ref", value)
 
@@ -65,6 +65,27 @@ class TemplateTest(unittest.TestCase):
     def test_a_parameter_without_default_must_be_set_locally(self):
         with self.assertRaises(SystemExit):
             stack.function_environment(self.template, "p-", {})
+
+    def test_the_local_stack_names_the_cookie_without_the_https_only_prefix(self):
+        env = stack.function_environment(self.template, "p-", {**stack.LOCAL_PARAMETERS, **PROVIDER})
+        self.assertEqual(env["SESSION_COOKIE_NAME"], "knoq_session")
+
+    def test_every_function_has_a_log_group_with_the_retention_parameter(self):
+        groups = {
+            logical_id: resource["Properties"]
+            for logical_id, resource in self.template["Resources"].items()
+            if resource["Type"] == "AWS::Logs::LogGroup"
+        }
+        named = {}
+        for logical_id, props in groups.items():
+            match = re.fullmatch(r"/aws/lambda/\$\{(\w+)\}", props["LogGroupName"].get("Fn::Sub", ""))
+            self.assertIsNotNone(match, f"{logical_id}: named as Lambda names a function's group")
+            named[match.group(1)] = logical_id
+            self.assertEqual(props["RetentionInDays"], {"Ref": "LogRetentionDays"}, logical_id)
+        self.assertEqual(set(named), set(stack.functions(self.template)), "one per function")
+        parameter = self.template["Parameters"]["LogRetentionDays"]
+        self.assertEqual(parameter["Default"], 30)
+        self.assertIn(parameter["Default"], parameter["AllowedValues"])
 
     def test_unknown_reference_is_an_error(self):
         broken = {**self.template, "Globals": {"Function": {"Environment": {"Variables": {"X": {"Ref": "Nope"}}}}}}

@@ -41,12 +41,24 @@ pub fn token_hash(token: &str) -> String {
 }
 
 /// The value of cookie `name` in the request's `Cookie` header(s), if present and non-empty.
+///
+/// Browsers send every cookie of the site joined in one header, including cookies other
+/// applications set, whose values may hold any bytes (UTF-8 text, Latin-1, anything). So the
+/// header is split as raw bytes, and only the value of `name` has to be text (our tokens
+/// are base64url): an unrelated cookie can never hide the session cookie.
 pub fn cookie_value<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
-    header_values(request, "cookie")
-        .flat_map(|header| header.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.trim().trim_matches('"'))
+    request
+        .headers()
+        .get_all("cookie")
+        .iter()
+        .flat_map(|header| header.as_bytes().split(|byte| *byte == b';'))
+        .filter_map(|pair| {
+            let equals = pair.iter().position(|byte| *byte == b'=')?;
+            Some((pair[..equals].trim_ascii(), &pair[equals + 1..]))
+        })
+        .find(|(key, _)| *key == name.as_bytes())
+        .and_then(|(_, value)| std::str::from_utf8(value.trim_ascii()).ok())
+        .map(|value| value.trim_matches('"'))
         .filter(|value| !value.is_empty())
 }
 
@@ -219,6 +231,25 @@ mod tests {
         assert_eq!(cookie_value(&req, "knoq_session"), Some("tok"));
         let req = with_cookies(&["a=1", "knoq_session=tok2"]);
         assert_eq!(cookie_value(&req, "knoq_session"), Some("tok2"));
+    }
+
+    #[test]
+    fn unrelated_cookies_with_any_bytes_do_not_hide_the_session_cookie() {
+        let with_raw = |raw: &[u8]| {
+            let value = lambda_http::http::HeaderValue::from_bytes(raw).unwrap();
+            lambda_http::http::Request::builder().header("cookie", value).body(Body::Empty).unwrap()
+        };
+        for raw in [
+            "pref=caf\u{e9}; knoq_session=tok".as_bytes(),
+            b"pref=caf\xe9; knoq_session=tok",
+            b"\xff\xfe=\x80; knoq_session=tok; \xe9=\xe9",
+            b"knoq_session=tok; pref=caf\xe9",
+        ] {
+            let request = with_raw(raw);
+            assert_eq!(cookie_value(&request, "knoq_session"), Some("tok"), "{raw:?}");
+        }
+        let not_text = with_raw(b"knoq_session=t\xe9k");
+        assert_eq!(cookie_value(&not_text, "knoq_session"), None, "a token is always text");
     }
 
     #[test]

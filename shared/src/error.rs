@@ -4,6 +4,12 @@ use lambda_http::{Body, Response, http::StatusCode};
 
 use crate::store::StoreError;
 
+/// The `Retry-After` of a 503: DynamoDB stayed busy (throttling, conflicts) or failing
+/// through every retry of the request. Two seconds lets a burst that throttled a partition
+/// pass instead of meeting the client's immediate retry, and stays within a poll interval
+/// (1-5 s), the time a cancel is expected to take anyway.
+pub const STORE_RETRY_AFTER_SECS: u64 = 2;
+
 /// Every way a request can fail, each with exactly one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -51,8 +57,10 @@ pub enum ApiError {
     /// The turn workflow could not be started (Step Functions refused or is unreachable).
     #[error("the agent could not be started; try again")]
     WorkflowUnavailable,
-    /// Storage failed; the detail is logged, never answered.
-    #[error("internal error")]
+    /// Storage failed; the detail is logged, never answered. DynamoDB busy or failing
+    /// after every retry ([`StoreError::is_transient`]) is 503 with `Retry-After`; anything
+    /// else is 500.
+    #[error("{}", store_message(.0))]
     Store(#[from] StoreError),
 }
 
@@ -68,11 +76,22 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::WorkflowUnavailable => StatusCode::BAD_GATEWAY,
+            Self::Store(error) if error.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// The response: the status, `{"error": "<message>"}`, and `Retry-After` on 429.
+    /// The `Retry-After` this error's response carries, if any: a 429's rest of the window,
+    /// a 503's [`STORE_RETRY_AFTER_SECS`].
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs, .. } => Some((*retry_after_secs).max(1)),
+            Self::Store(error) if error.is_transient() => Some(STORE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
+    /// The response: the status, `{"error": "<message>"}`, and `Retry-After` on 429 and 503.
     pub fn into_response(self) -> Response<Body> {
         if let Self::Store(source) = &self {
             tracing::error!(error = %source, detail = ?source, "storage failure");
@@ -80,12 +99,19 @@ impl ApiError {
         let status = self.status();
         let body = serde_json::json!({ "error": self.to_string() });
         let mut response = crate::http::json_response(status, &body);
-        if let Self::RateLimited { retry_after_secs, .. } = self {
-            response
-                .headers_mut()
-                .insert(lambda_http::http::header::RETRY_AFTER, retry_after_secs.max(1).into());
+        if let Some(secs) = self.retry_after_secs() {
+            response.headers_mut().insert(lambda_http::http::header::RETRY_AFTER, secs.into());
         }
         response
+    }
+}
+
+/// What a client is told about a storage failure: never its detail.
+fn store_message(error: &StoreError) -> String {
+    if error.is_transient() {
+        format!("the service is busy; retry in {STORE_RETRY_AFTER_SECS} s")
+    } else {
+        "internal error".to_owned()
     }
 }
 
@@ -109,6 +135,13 @@ mod tests {
             (ApiError::PayloadTooLarge { limit: 10 }, 413),
             (ApiError::WorkflowUnavailable, 502),
             (ApiError::Store(StoreError::Corrupt("x".into())), 500),
+            (
+                ApiError::Store(StoreError::Unavailable {
+                    operation: "UpdateItem",
+                    message: "throttled".into(),
+                }),
+                503,
+            ),
         ];
         for (error, status) in cases {
             let message = error.to_string();
@@ -124,6 +157,20 @@ mod tests {
         let response =
             ApiError::Store(StoreError::Corrupt("secret table name".into())).into_response();
         assert_eq!(body_json(&response)["error"], "internal error");
+    }
+
+    #[test]
+    fn a_busy_store_is_503_with_retry_after_and_no_detail() {
+        let response = ApiError::Store(StoreError::Unavailable {
+            operation: "UpdateItem",
+            message: "ThrottlingException on table knoq-sessions".into(),
+        })
+        .into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], STORE_RETRY_AFTER_SECS.to_string().as_str());
+        assert_eq!(body_json(&response)["error"], "the service is busy; retry in 2 s");
+        let failed = ApiError::Store(StoreError::Corrupt("x".into())).into_response();
+        assert!(failed.headers().get("retry-after").is_none(), "a 500 says nothing of when");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
 use crate::clock::Instant;
 use crate::domain::UserScope;
 use crate::error::ApiError;
-use crate::store::{StoreError, Transaction, n, s, transact};
+use crate::store::{StoreError, Transaction, n, retry_conflicts, s, transact};
 
 /// At most `max` requests per window of `window_secs` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,17 +198,21 @@ impl RateLimiter {
     ) -> Result<(), ApiError> {
         // One limit needs no transaction: the same counter update, sent as a plain UpdateItem
         // (one round trip, half the write cost of a transaction).
+        // No transaction holds a single-limit counter (only create's several limits are
+        // counted in one), so a conflict is not expected; retried all the same, as every
+        // plain write is.
         let update = self.counter_update(scope, route, limit, now);
-        let result = self
-            .client
-            .update_item()
-            .table_name(update.table_name)
-            .set_key(Some(update.key))
-            .update_expression(update.update_expression)
-            .set_condition_expression(update.condition_expression)
-            .set_expression_attribute_values(update.expression_attribute_values)
-            .send()
-            .await;
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&update.table_name)
+                .set_key(Some(update.key.clone()))
+                .update_expression(&update.update_expression)
+                .set_condition_expression(update.condition_expression.clone())
+                .set_expression_attribute_values(update.expression_attribute_values.clone())
+                .send()
+        })
+        .await;
         match result {
             Ok(_) => Ok(()),
             Err(error) => match error.as_service_error() {

@@ -86,6 +86,22 @@ pub async fn scope_of(app: &App, caller: &Caller) -> knoq_shared::domain::UserSc
     app.auth.authenticate(&request).await.expect("a fresh cookie authenticates")
 }
 
+/// A session of `caller` (opening message `text`) whose run has no execution behind it:
+/// it holds the session as a live run would, but nothing other than the test writes to it,
+/// so faults planted on it meet the test's requests only. Its id.
+pub async fn quiet_session(app: &App, caller: &Caller, text: &str) -> String {
+    use knoq_shared::domain::{MessageText, RunId, SessionId};
+    let scope = scope_of(app, caller).await;
+    let id = SessionId::new();
+    let text = MessageText::parse(text.into()).expect("a valid text");
+    let timeout = knoq_shared::workflow::TURN_TIMEOUT;
+    app.sessions
+        .create(&scope, &id, &text, &RunId::new(), timeout, Instant::now())
+        .await
+        .expect("create a session");
+    id.as_string()
+}
+
 /// How a test request presents itself.
 #[derive(Debug, Clone, Default)]
 pub struct As<'a> {
@@ -155,20 +171,28 @@ pub async fn session_item(id: &str) -> Option<Item> {
         .item
 }
 
-/// Every event item of a session, in key order.
+/// Every event item of a session, in key order (every page: one `Query` reads at most 1 MB).
 pub async fn event_items(session_id: &str) -> Vec<Item> {
-    dynamodb()
-        .await
-        .query()
-        .table_name(config().tables.events)
-        .key_condition_expression("session_id = :id")
-        .expression_attribute_values(":id", AttributeValue::S(session_id.into()))
-        .consistent_read(true)
-        .send()
-        .await
-        .expect("Query")
-        .items
-        .unwrap_or_default()
+    let db = dynamodb().await;
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = db
+            .query()
+            .table_name(config().tables.events)
+            .key_condition_expression("session_id = :id")
+            .expression_attribute_values(":id", AttributeValue::S(session_id.into()))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("Query");
+        items.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return items,
+        }
+    }
 }
 
 /// How many sessions the owner index holds for a user in an organisation.
@@ -474,4 +498,112 @@ pub fn agent_texts(transcript: &Value) -> Vec<String> {
         .filter(|event| event["type"] == "agent_message")
         .map(|event| event["payload"]["text"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// A DynamoDB fault for the emulator to inject (`infra/local/faults.py`, on the stack
+/// `make test` starts): the next `count` requests of `operation` on a table whose name ends
+/// with `table` (and whose body contains `contains`, if set) fail with `error`.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    operation: String,
+    table: String,
+    error: String,
+    count: Option<u32>,
+    contains: Option<String>,
+}
+
+impl Fault {
+    /// A fault of every `operation` request on `table` (a name or its suffix, e.g.
+    /// `SessionsTable`) with `error` (`TransactionConflictException`,
+    /// `ProvisionedThroughputExceededException`, `ThrottlingException`,
+    /// `InternalServerError` or `CommittedResponseLost`), until cleared.
+    pub fn new(operation: &str, table: &str, error: &str) -> Self {
+        Self {
+            operation: operation.into(),
+            table: table.into(),
+            error: error.into(),
+            count: None,
+            contains: None,
+        }
+    }
+
+    /// Only the next `count` matching requests (SDK retries count: each is a request).
+    pub fn times(mut self, count: u32) -> Self {
+        self.count = Some(count);
+        self
+    }
+
+    /// Only requests whose body contains `text` (a session id: tests run side by side).
+    pub fn containing(mut self, text: &str) -> Self {
+        self.contains = Some(text.into());
+        self
+    }
+
+    /// Plants the fault on the emulator.
+    pub async fn plant(self) -> PlantedFault {
+        let body = serde_json::json!({
+            "operation": self.operation,
+            "table": self.table,
+            "error": self.error,
+            "count": self.count,
+            "contains": self.contains,
+        });
+        let response = reqwest::Client::new()
+            .post(faults_url())
+            .json(&body)
+            .send()
+            .await
+            .expect("the emulator answers");
+        assert!(
+            response.status().is_success(),
+            "planting {body} failed ({}): run through `make test`, whose emulator injects faults",
+            response.status()
+        );
+        let planted: Value = response.json().await.expect("a JSON answer");
+        PlantedFault { id: planted["id"].as_str().expect("a fault id").to_owned() }
+    }
+}
+
+/// A fault planted on the emulator.
+#[derive(Debug)]
+pub struct PlantedFault {
+    id: String,
+}
+
+impl PlantedFault {
+    /// How many requests it has failed so far.
+    pub async fn hits(&self) -> u64 {
+        let listed: Value = reqwest::get(faults_url())
+            .await
+            .expect("the emulator answers")
+            .json()
+            .await
+            .expect("a JSON answer");
+        listed["faults"]
+            .as_array()
+            .expect("faults")
+            .iter()
+            .find(|fault| fault["id"] == self.id.as_str())
+            .and_then(|fault| fault["hits"].as_u64())
+            .expect("the planted fault is listed")
+    }
+
+    /// Removes the fault; later requests are served normally.
+    pub async fn clear(self) {
+        let response = reqwest::Client::new()
+            .delete(faults_url())
+            .query(&[("id", &self.id)])
+            .send()
+            .await
+            .expect("the emulator answers");
+        assert!(response.status().is_success(), "clearing fault {} failed", self.id);
+    }
+}
+
+/// Where the emulator takes faults: its own port, path `/_knoq/faults`.
+fn faults_url() -> String {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .expect("AWS_ENDPOINT_URL: run through `make test`");
+    format!("{}/_knoq/faults", endpoint.trim_end_matches('/'))
 }

@@ -29,6 +29,12 @@ pub struct StoredEvent {
 /// Most items one `BatchWriteItem` may carry (a DynamoDB limit).
 const BATCH_WRITE_MAX: usize = 25;
 
+/// About the most event bytes one transcript page carries. A Lambda response may not exceed
+/// 6 MB, and a page of 100 events of the largest messages (16,000 four-byte characters each)
+/// would be 6.4 MB; 4 MiB leaves room for one more event of the largest item DynamoDB holds
+/// (400 KB) and the JSON around the events.
+pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// One page of a transcript.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventPage {
@@ -36,6 +42,26 @@ pub struct EventPage {
     pub events: Vec<StoredEvent>,
     /// True when more events follow the last one of this page.
     pub has_more: bool,
+}
+
+/// An event item as answered.
+fn stored_event(item: &super::Item) -> Result<StoredEvent, StoreError> {
+    let payload = get_s(item, "payload").unwrap_or("null");
+    Ok(StoredEvent {
+        id: require_s(item, "event_id")?,
+        kind: require_s(item, "type")?,
+        occurred_at: require_s(item, "occurred_at")?,
+        payload: serde_json::from_str(payload)
+            .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?,
+        turn: super::get_i64(item, "turn_seq").map(|turn| turn.max(0) as u64),
+    })
+}
+
+/// About how many bytes an event item takes in a transcript answer: its stored payload and
+/// the fields around it.
+fn event_bytes(item: &super::Item) -> usize {
+    const ENVELOPE: usize = 160; // field names, id, type, timestamp
+    ENVELOPE + get_s(item, "payload").map_or(0, str::len)
 }
 
 /// Reads transcript events.
@@ -52,11 +78,16 @@ impl EventStore {
     }
 
     /// At most `limit` events of `session_id` after `since` (from the start without it) and
-    /// up to `upto` included, oldest first. With `upto` the session's `last_event_id` as read
-    /// just before, the page and that session read are one consistent snapshot: an event
-    /// appended in between (which also moved `last_event_id`) is left for the next call.
-    /// It asks for one more than `limit` to know, without a second request, whether
-    /// another page waits.
+    /// up to `upto` included, oldest first, and at most about [`PAGE_BYTES`] of them. With
+    /// `upto` the session's `last_event_id` as read just before, the page and that session
+    /// read are one consistent snapshot: an event appended in between (which also moved
+    /// `last_event_id`) is left for the next call.
+    ///
+    /// One `Query` reads at most 1 MB, so a page of large events takes several: each goes on
+    /// from the last one's `LastEvaluatedKey` until the page holds one event more than
+    /// `limit` (which says, without another request, that another page waits), the byte
+    /// budget is spent, or the range is exhausted. So `has_more` is true exactly when events
+    /// follow the page, whatever their sizes.
     pub async fn page(
         &self,
         session_id: &str,
@@ -67,49 +98,49 @@ impl EventStore {
         if since.is_some_and(|since| since >= upto) {
             return Ok(EventPage { events: Vec::new(), has_more: false });
         }
-        let query = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .expression_attribute_values(":id", s(session_id))
-            .expression_attribute_values(":upto", s(upto.as_str()));
-        // BETWEEN includes `since`: ask for one more and drop it below.
-        let (query, extra) = match since {
-            Some(since) => (
-                query
+        let mut events = Vec::new();
+        let mut bytes = 0;
+        let mut start = None;
+        loop {
+            // BETWEEN includes `since`: the first request asks for one more and drops it.
+            let wanted = limit + 1 - events.len() + usize::from(start.is_none() && since.is_some());
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_values(":id", s(session_id))
+                .expression_attribute_values(":upto", s(upto.as_str()))
+                .limit(i32::try_from(wanted).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            let query = match since {
+                Some(since) => query
                     .key_condition_expression(
                         "session_id = :id AND event_id BETWEEN :since AND :upto",
                     )
                     .expression_attribute_values(":since", s(since.as_str())),
-                2,
-            ),
-            None => (query.key_condition_expression("session_id = :id AND event_id <= :upto"), 1),
-        };
-        let query = query.limit(i32::try_from(limit + extra).unwrap_or(i32::MAX));
-        let output = query.send().await.map_err(|e| StoreError::sdk("Query", e))?;
-        let mut events = output
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter(|item| {
-                since.is_none_or(|since| get_s(item, "event_id") != Some(since.as_str()))
-            })
-            .map(|item| {
-                let payload = get_s(item, "payload").unwrap_or("null");
-                Ok(StoredEvent {
-                    id: require_s(item, "event_id")?,
-                    kind: require_s(item, "type")?,
-                    occurred_at: require_s(item, "occurred_at")?,
-                    payload: serde_json::from_str(payload)
-                        .map_err(|e| StoreError::Corrupt(format!("event payload: {e}")))?,
-                    turn: super::get_i64(item, "turn_seq").map(|turn| turn.max(0) as u64),
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let has_more = events.len() > limit;
-        events.truncate(limit);
-        Ok(EventPage { events, has_more })
+                None => query.key_condition_expression("session_id = :id AND event_id <= :upto"),
+            };
+            let output = query.send().await.map_err(|e| StoreError::sdk("Query", e))?;
+            for item in output.items() {
+                if since.is_some_and(|since| get_s(item, "event_id") == Some(since.as_str())) {
+                    continue;
+                }
+                bytes += event_bytes(item);
+                if !events.is_empty() && bytes > PAGE_BYTES {
+                    return Ok(EventPage { events, has_more: true });
+                }
+                events.push(stored_event(item)?);
+                if events.len() > limit {
+                    events.truncate(limit);
+                    return Ok(EventPage { events, has_more: true });
+                }
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(EventPage { events, has_more: false }),
+            }
+        }
     }
 
     /// Deletes every event of `session_id`: pages of keys from a strongly consistent

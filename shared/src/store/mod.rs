@@ -11,11 +11,16 @@ pub mod sessions;
 pub mod turn_worker;
 
 use std::collections::HashMap;
-
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem};
 
@@ -25,9 +30,19 @@ pub type Item = HashMap<String, AttributeValue>;
 /// Why a storage call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The SDK call failed (network, throttling, missing table, ...).
+    /// The SDK call failed for good (a missing table, a malformed request, ...).
     #[error("DynamoDB {operation} failed: {message}")]
     Sdk {
+        /// The DynamoDB operation, e.g. `UpdateItem`.
+        operation: &'static str,
+        /// The SDK's full error text.
+        message: String,
+    },
+    /// DynamoDB was busy or failing (throttling, its own 5xx, no answer, transactions
+    /// holding the item) after every retry: the same request may well succeed a little
+    /// later. Nothing was written by the failed call.
+    #[error("DynamoDB {operation} unavailable: {message}")]
+    Unavailable {
         /// The DynamoDB operation, e.g. `UpdateItem`.
         operation: &'static str,
         /// The SDK's full error text.
@@ -42,14 +57,40 @@ pub enum StoreError {
     Unfinished(String),
 }
 
+/// Error codes that say DynamoDB is busy rather than that the request is wrong. The SDK's
+/// standard retry already retried the throttling ones; a conflict with a transaction is
+/// retried by [`retry_conflicts`] and [`transact`].
+const BUSY_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TransactionConflictException",
+    "TransactionInProgressException",
+    "InternalServerError",
+    "ServiceUnavailable",
+];
+
 impl StoreError {
-    /// Wraps an SDK error of `operation` with its full context.
-    pub fn sdk<E, R>(operation: &'static str, error: SdkError<E, R>) -> Self
+    /// Wraps an SDK error of `operation` with its full context: [`StoreError::Unavailable`]
+    /// when DynamoDB was busy, failing or unreachable, [`StoreError::Sdk`] otherwise.
+    pub fn sdk<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> Self
     where
-        E: std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug + Send + Sync + 'static,
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     {
-        Self::Sdk { operation, message: DisplayErrorContext(error).to_string() }
+        let busy = matches!(error, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_))
+            || error.code().is_some_and(|code| BUSY_CODES.contains(&code))
+            || error.raw_response().is_some_and(|raw| raw.status().is_server_error());
+        let message = DisplayErrorContext(error).to_string();
+        if busy {
+            Self::Unavailable { operation, message }
+        } else {
+            Self::Sdk { operation, message }
+        }
+    }
+
+    /// Whether retrying the same request a little later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
     }
 }
 
@@ -98,19 +139,107 @@ pub(crate) async fn pause_before_resend(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(20 << attempt.min(6))).await;
 }
 
-/// How many times a transaction that lost a conflict with a concurrent write is retried.
-const TRANSACTION_CONFLICT_RETRIES: u32 = 5;
+/// Counts the HTTP attempts the SDK makes for one request, its own retries included. A
+/// conditional write whose condition fails on a later attempt may have been refused by its
+/// own earlier attempt, which committed but whose response was lost (a 5xx, a timeout):
+/// [`Attempts::retried`] says when to look for that. Attach it with
+/// `.customize().interceptor(attempts.clone())`, after [`Attempts::reset`].
+#[derive(Debug, Clone, Default)]
+pub struct Attempts(Arc<AtomicU32>);
+
+impl Attempts {
+    /// Starts counting a new request.
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the SDK sent the request more than once.
+    pub fn retried(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 1
+    }
+}
+
+impl Intercept for Attempts {
+    fn name(&self) -> &'static str {
+        "Attempts"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// How many times a write that met a transaction in flight on its item is sent again.
+const CONFLICT_RETRIES: u32 = 6;
+
+/// The wait before sending a write that lost a conflict again: "full jitter" (a random
+/// share of 40 ms doubling per attempt, at most 640 ms), so writers that collided do not
+/// collide again in step. At most about 1.9 s over [`CONFLICT_RETRIES`] attempts; a
+/// DynamoDB transaction holds its items for tens of milliseconds.
+async fn pause_after_conflict(attempt: u32) {
+    let ceiling_ms = 20u64 << attempt.clamp(1, 5);
+    let random = getrandom::u64().unwrap_or(u64::MAX / 2);
+    tokio::time::sleep(Duration::from_millis(random % (ceiling_ms + 1))).await;
+}
+
+/// Sends a single-item write (`UpdateItem`, `PutItem`, `DeleteItem`) built by `send`, and
+/// sends it again, after a short jittered wait and a bounded number of times, while DynamoDB
+/// refuses it with `TransactionConflictException`: on DynamoDB a plain write to an item that
+/// a `TransactWriteItems` in flight holds fails that way, and the SDK does not retry it.
+/// Every write to a session item goes through here (the run appends a transaction every
+/// poll, every message is one). A refused write changed nothing, so sending it again is
+/// safe; when the conflicts outlast the retries, the last error is returned, which
+/// [`StoreError::sdk`] reports as [`StoreError::Unavailable`].
+pub async fn retry_conflicts<T, E, F, Fut>(mut send: F) -> Result<T, SdkError<E, HttpResponse>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata,
+{
+    let mut attempt = 0;
+    loop {
+        match send().await {
+            Err(error)
+                if error.code() == Some("TransactionConflictException")
+                    && attempt < CONFLICT_RETRIES =>
+            {
+                attempt += 1;
+                pause_after_conflict(attempt).await;
+            }
+            result => return result,
+        }
+    }
+}
 
 /// Runs `TransactWriteItems`, telling a false condition (an answer, not a failure) from an
-/// error, and retrying with a short backoff when it only lost a conflict with a concurrent
-/// transaction on the same item.
+/// error, and retrying with a short jittered backoff when it only lost a conflict with a
+/// concurrent transaction or write on the same item. Conflicts that outlast the retries,
+/// and cancellations for throttling, are [`StoreError::Unavailable`].
+///
+/// Every attempt of one call carries the same `ClientRequestToken`, made here, so the write
+/// is idempotent on DynamoDB: when a committed write's response is lost and the SDK sends
+/// it again, DynamoDB answers success without writing twice (for 10 minutes; a cancelled
+/// attempt is not remembered, so the conflict retries are applied). Emulators may ignore
+/// the token: the event appends also recognise their own earlier write when a condition
+/// refuses (`SessionStore`).
 pub async fn transact(
     client: &Client,
     items: Vec<TransactWriteItem>,
 ) -> Result<Transaction, StoreError> {
+    let token = uuid::Uuid::new_v4().hyphenated().to_string(); // 36 characters, the limit
     let mut attempt = 0;
     loop {
-        let result = client.transact_write_items().set_transact_items(Some(items.clone())).send();
+        let result = client
+            .transact_write_items()
+            .set_transact_items(Some(items.clone()))
+            .client_request_token(&token)
+            .send();
         let error = match result.await {
             Ok(_) => return Ok(Transaction::Committed),
             Err(error) => error,
@@ -125,11 +254,21 @@ pub async fn transact(
         if let Some(index) = codes.iter().position(|code| *code == "ConditionalCheckFailed") {
             return Ok(Transaction::ConditionFailed(index));
         }
-        if codes.contains(&"TransactionConflict") && attempt < TRANSACTION_CONFLICT_RETRIES {
+        let conflict = codes.contains(&"TransactionConflict");
+        if conflict && attempt < CONFLICT_RETRIES {
             attempt += 1;
-            tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+            pause_after_conflict(attempt).await;
             continue;
         }
-        return Err(StoreError::sdk("TransactWriteItems", error));
+        let busy = conflict
+            || codes
+                .iter()
+                .any(|code| matches!(*code, "ThrottlingError" | "ProvisionedThroughputExceeded"));
+        let message = DisplayErrorContext(&error).to_string();
+        return Err(if busy {
+            StoreError::Unavailable { operation: "TransactWriteItems", message }
+        } else {
+            StoreError::Sdk { operation: "TransactWriteItems", message }
+        });
     }
 }

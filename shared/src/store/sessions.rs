@@ -30,8 +30,8 @@ use aws_sdk_dynamodb::types::{
 use serde_json::Value;
 
 use super::{
-    Item, StoreError, Transaction, UNPROCESSED_RETRIES, get_i64, get_s, n, pause_before_resend,
-    require_s, s, transact,
+    Attempts, Item, StoreError, Transaction, UNPROCESSED_RETRIES, get_i64, get_s, n,
+    pause_before_resend, require_s, retry_conflicts, s, transact,
 };
 use crate::clock::Instant;
 use crate::domain::{EventId, EventType, MessageText, RunId, SessionId, UserScope};
@@ -58,6 +58,14 @@ pub(super) const TURN_WORKER_ATTRIBUTES: &str = "worker_id, worker_lease_until, 
 
 /// The sessions table's index of a user's sessions in an organisation by `updated_at`.
 pub const OWNER_INDEX: &str = "by_owner";
+
+/// How many owner-index entries one list may read per session it lists (500 for 50): the
+/// bound on the work a user with many deleted-but-not-yet-removed sessions can cause.
+pub const LIST_INDEX_BUDGET: usize = 10;
+
+/// How many index entries beyond those still missing a list page asks for, so that a few
+/// deleted ones among them cost no extra page.
+const LIST_SLACK: usize = 10;
 
 /// How long a session marked deleted may outlive an interrupted purge: its TTL.
 const DELETED_SESSION_TTL_SECS: i64 = 24 * 3600;
@@ -334,6 +342,13 @@ impl SessionStore {
         ];
         match transact(&self.client, items).await? {
             Transaction::Committed => Ok(event_id),
+            // A lost response of this very write, sent again by the SDK, is refused by its own
+            // condition: the fresh event id tells it from anything else.
+            Transaction::ConditionFailed(_)
+                if self.event_written(&id.as_string(), &event_id).await? =>
+            {
+                Ok(event_id)
+            }
             Transaction::ConditionFailed(_) => {
                 Err(StoreError::Corrupt(format!("session {id} or its first event exists")))
             }
@@ -415,29 +430,36 @@ impl SessionStore {
         now: Instant,
     ) -> Result<CancelOutcome, StoreError> {
         let at = now.rfc3339();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(id.as_string()))
-            .update_expression(
-                "SET cancelled_at = :now, updated_at = :now, \
-                 cancel_saw_run_until = if_not_exists(run_expires_at, :no_run), \
-                 cancel_saw_poll_token = if_not_exists(poll_token, :no_token)",
-            )
-            .condition_expression(
-                "user_id = :user AND org_id = :org \
+        let attempts = Attempts::default();
+        let result = retry_conflicts(|| {
+            attempts.reset();
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(id.as_string()))
+                .update_expression(
+                    "SET cancelled_at = :now, updated_at = :now, \
+                     cancel_saw_run_until = if_not_exists(run_expires_at, :no_run), \
+                     cancel_saw_poll_token = if_not_exists(poll_token, :no_token)",
+                )
+                .condition_expression(
+                    "user_id = :user AND org_id = :org \
                  AND attribute_not_exists(cancelled_at) AND attribute_not_exists(deleted_at)",
-            )
-            .expression_attribute_values(":now", s(&at))
-            .expression_attribute_values(":no_run", n(0))
-            .expression_attribute_values(":no_token", s(""))
-            .expression_attribute_values(":user", s(scope.user_id()))
-            .expression_attribute_values(":org", s(scope.org_id()))
-            .return_values(ReturnValue::UpdatedNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+                )
+                .expression_attribute_values(":now", s(&at))
+                .expression_attribute_values(":no_run", n(0))
+                .expression_attribute_values(":no_token", s(""))
+                .expression_attribute_values(":user", s(scope.user_id()))
+                .expression_attribute_values(":org", s(scope.org_id()))
+                .return_values(ReturnValue::UpdatedNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .customize()
+                .interceptor(attempts.clone())
+                .send()
+        })
+        .await;
         match result {
             Ok(output) => {
                 let updated = output.attributes.unwrap_or_default();
@@ -454,7 +476,8 @@ impl SessionStore {
             }
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    classify_failed_cancel(scope, failed.item())
+                    let own_stamp = attempts.retried().then_some(at.as_str());
+                    classify_failed_cancel(scope, failed.item(), own_stamp, now)
                 }
                 _ => Err(StoreError::sdk("UpdateItem", error)),
             },
@@ -622,28 +645,29 @@ impl SessionStore {
         run: &ActiveRun,
         now: Instant,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(&session.id))
-            .update_expression(format!(
-                "SET turn_step = :zero, run_started_at = :now_ms, queued_messages = :zero, \
-                 turn_seq = turn_seq + :one REMOVE {TURN_WORKER_ATTRIBUTES}"
-            ))
-            .condition_expression(
-                "attribute_exists(id) AND attribute_not_exists(deleted_at) \
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(&session.id))
+                .update_expression(format!(
+                    "SET turn_step = :zero, run_started_at = :now_ms, queued_messages = :zero, \
+                     turn_seq = turn_seq + :one REMOVE {TURN_WORKER_ATTRIBUTES}"
+                ))
+                .condition_expression(
+                    "attribute_exists(id) AND attribute_not_exists(deleted_at) \
                  AND attribute_not_exists(cancelled_at) AND active_run = :run \
                  AND turn_step = :step AND queued_messages = :seen",
-            )
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":now_ms", n(now.epoch_millis()))
-            .expression_attribute_values(":run", s(run.id.as_str()))
-            .expression_attribute_values(":step", n(run.step))
-            .expression_attribute_values(":seen", n(session.queued_messages))
-            .send()
-            .await;
+                )
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now_ms", n(now.epoch_millis()))
+                .expression_attribute_values(":run", s(run.id.as_str()))
+                .expression_attribute_values(":step", n(run.step))
+                .expression_attribute_values(":seen", n(session.queued_messages))
+                .send()
+        })
+        .await;
         match result {
             Ok(_) => Ok(true),
             Err(error) => match error.as_service_error() {
@@ -664,67 +688,119 @@ impl SessionStore {
         now: Instant,
     ) -> Result<DeleteMark, StoreError> {
         let at = now.rfc3339();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(id.as_string()))
-            .update_expression(
-                "SET deleted_at = :now, cancelled_at = if_not_exists(cancelled_at, :now), \
+        let attempts = Attempts::default();
+        let result = retry_conflicts(|| {
+            attempts.reset();
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(id.as_string()))
+                .update_expression(
+                    "SET deleted_at = :now, cancelled_at = if_not_exists(cancelled_at, :now), \
                  updated_at = :now, expires_at = :ttl",
-            )
-            .condition_expression(
-                "attribute_exists(id) AND user_id = :user AND org_id = :org \
+                )
+                .condition_expression(
+                    "attribute_exists(id) AND user_id = :user AND org_id = :org \
                  AND attribute_not_exists(deleted_at)",
-            )
-            .expression_attribute_values(":now", s(&at))
-            .expression_attribute_values(":ttl", n(now.epoch_secs() + DELETED_SESSION_TTL_SECS))
-            .expression_attribute_values(":user", s(scope.user_id()))
-            .expression_attribute_values(":org", s(scope.org_id()))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+                )
+                .expression_attribute_values(":now", s(&at))
+                .expression_attribute_values(":ttl", n(now.epoch_secs() + DELETED_SESSION_TTL_SECS))
+                .expression_attribute_values(":user", s(scope.user_id()))
+                .expression_attribute_values(":org", s(scope.org_id()))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .customize()
+                .interceptor(attempts.clone())
+                .send()
+        })
+        .await;
         match result {
             Ok(_) => Ok(DeleteMark::Marked),
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    let owned = failed.item().is_some_and(|old| {
+                    let Some(old) = failed.item().filter(|old| {
                         get_s(old, "user_id") == Some(scope.user_id())
                             && get_s(old, "org_id") == Some(scope.org_id())
-                            && get_s(old, "deleted_at").is_some()
-                    });
-                    Ok(if owned { DeleteMark::AlreadyDeleting } else { DeleteMark::NotFound })
+                    }) else {
+                        return Ok(DeleteMark::NotFound);
+                    };
+                    Ok(match get_s(old, "deleted_at") {
+                        // This request's own mark: its response was lost and the SDK sent
+                        // the update again.
+                        Some(mark) if attempts.retried() && mark == at => DeleteMark::Marked,
+                        Some(_) => DeleteMark::AlreadyDeleting,
+                        None => DeleteMark::NotFound,
+                    })
                 }
                 _ => Err(StoreError::sdk("UpdateItem", error)),
             },
         }
     }
 
-    /// The caller's sessions, newest `updated_at` first, at most `limit`: a `Query` of the
-    /// `by_owner` index (never a scan), then one strongly consistent `BatchGetItem` of those
-    /// ids, because an index is eventually consistent: a session deleted (or changed) a
-    /// moment ago must not be listed as it was.
+    /// The caller's `limit` most recently updated live sessions, newest `updated_at` first:
+    /// pages of a `Query` of the `by_owner` index (never a scan), each followed by one
+    /// strongly consistent `BatchGetItem` of its ids, because an index is eventually
+    /// consistent: a session deleted (or changed) a moment ago must not be listed as it was.
+    /// Entries that turn out deleted (a delete under way, or one interrupted) or gone are
+    /// skipped and the index read on, so they never make the list short; the work is bounded
+    /// by [`LIST_INDEX_BUDGET`] entries per listed session.
     pub async fn list_owned(
         &self,
         scope: &UserScope,
         limit: usize,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let listed = self
-            .client
-            .query()
-            .table_name(&self.sessions_table)
-            .index_name(OWNER_INDEX)
-            .key_condition_expression("#owner = :owner")
-            .expression_attribute_names("#owner", "owner")
-            .expression_attribute_values(":owner", s(scope.owner_key()))
-            .projection_expression("id")
-            .scan_index_forward(false)
-            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(|e| StoreError::sdk("Query", e))?;
-        let ids: Vec<String> =
-            listed.items().iter().filter_map(|item| get_s(item, "id")).map(str::to_owned).collect();
+        let budget = limit.saturating_mul(LIST_INDEX_BUDGET);
+        let mut sessions: Vec<SessionRecord> = Vec::with_capacity(limit);
+        let mut seen = std::collections::HashSet::new();
+        let mut examined = 0;
+        let mut start = None;
+        while sessions.len() < limit && examined < budget {
+            // What is still missing, plus a little for entries that turn out deleted; a
+            // BatchGetItem takes at most 100 keys.
+            let wanted = (limit - sessions.len() + LIST_SLACK).min(100);
+            let page = self
+                .client
+                .query()
+                .table_name(&self.sessions_table)
+                .index_name(OWNER_INDEX)
+                .key_condition_expression("#owner = :owner")
+                .expression_attribute_names("#owner", "owner")
+                .expression_attribute_values(":owner", s(scope.owner_key()))
+                .projection_expression("id")
+                .scan_index_forward(false)
+                .limit(i32::try_from(wanted).unwrap_or(100))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::sdk("Query", e))?;
+            examined += page.items().len();
+            // An entry whose `updated_at` moved between two pages can appear in both.
+            let ids: Vec<String> = page
+                .items()
+                .iter()
+                .filter_map(|item| get_s(item, "id"))
+                .filter(|id| seen.insert(id.to_string()))
+                .map(str::to_owned)
+                .collect();
+            sessions.extend(self.read_live(scope, &ids).await?);
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        sessions.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| b.id.cmp(&a.id)));
+        sessions.truncate(limit);
+        Ok(sessions)
+    }
+
+    /// The sessions `ids` of `scope` that are live (not being deleted), read with one
+    /// strongly consistent `BatchGetItem` (keys it leaves unprocessed sent again).
+    async fn read_live(
+        &self,
+        scope: &UserScope,
+        ids: &[String],
+    ) -> Result<Vec<SessionRecord>, StoreError> {
         let mut sessions = Vec::with_capacity(ids.len());
         let mut keys: Vec<Item> =
             ids.iter().map(|id| Item::from([("id".to_owned(), s(id))])).collect();
@@ -767,20 +843,20 @@ impl SessionStore {
         if !keys.is_empty() {
             return Err(StoreError::Unfinished(format!("{} sessions left unread", keys.len())));
         }
-        sessions.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then_with(|| b.id.cmp(&a.id)));
         Ok(sessions)
     }
 
     /// Removes a session item marked deleted (the last step of a delete).
     pub async fn remove_deleted(&self, id: &SessionId) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(id.as_string()))
-            .condition_expression("attribute_exists(deleted_at)")
-            .send()
-            .await;
+        let result = retry_conflicts(|| {
+            self.client
+                .delete_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(id.as_string()))
+                .condition_expression("attribute_exists(deleted_at)")
+                .send()
+        })
+        .await;
         match result {
             Ok(_) => Ok(()),
             Err(error) => match error.as_service_error() {
@@ -848,7 +924,36 @@ impl SessionStore {
             TransactWriteItem::builder().update(update).build(),
             self.event_put(session_id, &event_id, event, &at)?,
         ];
-        Ok((transact(&self.client, items).await? == Transaction::Committed).then_some(event_id))
+        let committed = match transact(&self.client, items).await? {
+            Transaction::Committed => true,
+            // Refused, or this very write committed and its lost response was sent again by
+            // the SDK, to be refused by its own condition (on an emulator that ignores the
+            // transaction's token): the event id, fresh for this call, tells which.
+            Transaction::ConditionFailed(_) => self.event_written(session_id, &event_id).await?,
+        };
+        Ok(committed.then_some(event_id))
+    }
+
+    /// Whether the event `event_id` of `session_id` is stored (one consistent read). Event ids
+    /// are made fresh for each append (UUID v7, 74 random bits), so an event with the id an
+    /// append made was written by that append.
+    async fn event_written(
+        &self,
+        session_id: &str,
+        event_id: &EventId,
+    ) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.events_table)
+            .key("session_id", s(session_id))
+            .key("event_id", s(event_id.as_str()))
+            .projection_expression("event_id")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::sdk("GetItem", e))?;
+        Ok(output.item.is_some())
     }
 
     fn event_put(
@@ -891,9 +996,14 @@ pub(super) struct Append<'a> {
 /// Reads the old item a failed cancel condition returned: the caller's own, already
 /// cancelled session is "already cancelled"; anything else (no item, another user's or
 /// another organisation's) is "not found", so ids cannot be probed across tenants.
+/// `own_stamp` is this request's `cancelled_at` when the SDK sent it more than once: a stamp
+/// equal to it is this request's own (an earlier attempt committed, its response was lost),
+/// so this is the first cancel after all.
 fn classify_failed_cancel(
     scope: &UserScope,
     old: Option<&Item>,
+    own_stamp: Option<&str>,
+    now: Instant,
 ) -> Result<CancelOutcome, StoreError> {
     let Some(old) = old else {
         return Ok(CancelOutcome::NotFound);
@@ -901,10 +1011,19 @@ fn classify_failed_cancel(
     let owned = get_s(old, "user_id") == Some(scope.user_id())
         && get_s(old, "org_id") == Some(scope.org_id());
     let deleted = get_s(old, "deleted_at").is_some();
-    if owned && !deleted && get_s(old, "cancelled_at").is_some() {
-        return Ok(CancelOutcome::AlreadyCancelled(Box::new(SessionRecord::from_item(old)?)));
+    match get_s(old, "cancelled_at") {
+        Some(stamp) if owned && !deleted && own_stamp == Some(stamp) => {
+            let run_until = get_i64(old, "cancel_saw_run_until").unwrap_or(0);
+            let poll_token = get_s(old, "cancel_saw_poll_token")
+                .filter(|token| !token.is_empty())
+                .map(str::to_owned);
+            Ok(CancelOutcome::Cancelled { run_is_live: run_until > now.epoch_millis(), poll_token })
+        }
+        Some(_) if owned && !deleted => {
+            Ok(CancelOutcome::AlreadyCancelled(Box::new(SessionRecord::from_item(old)?)))
+        }
+        _ => Ok(CancelOutcome::NotFound),
     }
-    Ok(CancelOutcome::NotFound)
 }
 
 #[cfg(test)]
@@ -929,7 +1048,7 @@ mod tests {
     fn own_cancelled_session_is_already_cancelled() {
         let old = item("u1", "o1", Some("2026-01-01T00:00:00.000Z"));
         let Ok(CancelOutcome::AlreadyCancelled(session)) =
-            classify_failed_cancel(&scope(), Some(&old))
+            classify_failed_cancel(&scope(), Some(&old), None, now())
         else {
             panic!("expected already cancelled");
         };
@@ -939,11 +1058,35 @@ mod tests {
     #[test]
     fn missing_or_foreign_sessions_are_not_found() {
         let at = Some("2026-01-01T00:00:00.000Z");
-        assert_eq!(classify_failed_cancel(&scope(), None).unwrap(), CancelOutcome::NotFound);
+        let mine = Some("2026-01-01T00:00:00.000Z");
+        let none = classify_failed_cancel(&scope(), None, mine, now()).unwrap();
+        assert_eq!(none, CancelOutcome::NotFound);
         for old in [item("u2", "o1", at), item("u1", "o2", at), item("u2", "o1", None)] {
-            let outcome = classify_failed_cancel(&scope(), Some(&old)).unwrap();
+            let outcome = classify_failed_cancel(&scope(), Some(&old), mine, now()).unwrap();
             assert_eq!(outcome, CancelOutcome::NotFound);
         }
+    }
+
+    #[test]
+    fn a_retried_cancel_that_finds_its_own_stamp_is_the_first_cancel() {
+        let at = "2026-01-01T00:00:00.000Z";
+        let mut old = item("u1", "o1", Some(at));
+        old.insert("cancel_saw_run_until".into(), n(now().epoch_millis() + 1_000));
+        let outcome = classify_failed_cancel(&scope(), Some(&old), Some(at), now()).unwrap();
+        assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: true, poll_token: None });
+        old.insert("cancel_saw_run_until".into(), n(0));
+        let outcome = classify_failed_cancel(&scope(), Some(&old), Some(at), now()).unwrap();
+        assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: false, poll_token: None });
+        let other = Some("2026-01-01T00:00:00.001Z");
+        let outcome = classify_failed_cancel(&scope(), Some(&old), other, now()).unwrap();
+        assert!(matches!(outcome, CancelOutcome::AlreadyCancelled(_)), "another stamp");
+        let foreign = item("u2", "o1", Some(at));
+        let outcome = classify_failed_cancel(&scope(), Some(&foreign), Some(at), now()).unwrap();
+        assert_eq!(outcome, CancelOutcome::NotFound, "another tenant's stamp is never ours");
+    }
+
+    fn now() -> Instant {
+        Instant::from_epoch_millis(1_767_225_600_000)
     }
 
     fn stored_session(run: Option<(i64, i64)>) -> Item {

@@ -1,0 +1,77 @@
+"""The fault injection's own rules (infra/local/faults.py): what a fault matches, how often,
+and what it answers. The Rust tests (tests/faults.rs) check the same over HTTP with the SDK.
+
+Run by `make test` (python -m unittest discover -s infra/local).
+"""
+
+import json
+import unittest
+
+import faults
+
+
+class FaultsTest(unittest.TestCase):
+    def setUp(self):
+        faults.clear()
+        self.addCleanup(faults.clear)
+
+    def test_a_fault_must_name_operation_table_and_a_known_error(self):
+        for spec, message in [
+            ({"table": "T", "error": "ThrottlingException"}, "operation"),
+            ({"operation": "PutItem", "error": "ThrottlingException"}, "table"),
+            ({"operation": "PutItem", "table": "T", "error": "Nope"}, "error must be one of"),
+            ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "count": 0}, "count"),
+            ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "count": True}, "count"),
+            ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "contains": ""}, "contains"),
+        ]:
+            with self.assertRaisesRegex(ValueError, message):
+                faults.plant(spec)
+
+    def test_a_fault_matches_its_operation_table_suffix_and_text_as_often_as_asked(self):
+        faults.plant({"operation": "UpdateItem", "table": "SessionsTable",
+                      "error": "ThrottlingException", "count": 2, "contains": "s-1"})
+        body = json.dumps({"TableName": "knoq-local-SessionsTable", "Key": {"id": {"S": "s-1"}}})
+        other = json.dumps({"TableName": "knoq-local-SessionsTable", "Key": {"id": {"S": "s-2"}}})
+        self.assertIsNone(faults._take("PutItem", body))
+        self.assertIsNone(faults._take("UpdateItem", other))
+        self.assertIsNone(faults._take("UpdateItem", body.replace("SessionsTable", "EventsTable")))
+        self.assertIsNotNone(faults._take("UpdateItem", body))
+        self.assertIsNotNone(faults._take("UpdateItem", body))
+        self.assertIsNone(faults._take("UpdateItem", body), "spent after two")
+        [listed] = faults.listed()
+        self.assertEqual((listed["hits"], listed["remaining"]), (2, 0))
+
+    def test_a_fault_without_count_lasts_until_cleared(self):
+        fault_id = faults.plant({"operation": "Query", "table": "EventsTable", "error": "InternalServerError"})
+        body = json.dumps({"TableName": "p-EventsTable"})
+        for _ in range(5):
+            self.assertIsNotNone(faults._take("Query", body))
+        self.assertEqual(faults.clear(fault_id), 1)
+        self.assertIsNone(faults._take("Query", body))
+
+    def test_a_transaction_conflict_is_a_cancellation_naming_the_item_that_matched(self):
+        faults.plant({"operation": "TransactWriteItems", "table": "EventsTable",
+                      "error": "TransactionConflictException"})
+        body = json.dumps({"TransactItems": [
+            {"Update": {"TableName": "p-SessionsTable"}},
+            {"Put": {"TableName": "p-EventsTable"}},
+        ]})
+        fault, index = faults._take("TransactWriteItems", body)
+        self.assertEqual(index, 1)
+        status, headers, answer = faults._error_response(fault["error"], "TransactWriteItems", 2, index)
+        answer = json.loads(answer)
+        self.assertEqual(status, 400)
+        self.assertTrue(answer["__type"].endswith("#TransactionCanceledException"))
+        self.assertEqual([r["Code"] for r in answer["CancellationReasons"]], ["None", "TransactionConflict"])
+        self.assertEqual(headers["Content-Type"], "application/x-amz-json-1.0")
+
+    def test_errors_have_dynamodbs_status_and_type(self):
+        for error, status in [("TransactionConflictException", 400), ("ThrottlingException", 400),
+                              ("ProvisionedThroughputExceededException", 400), ("InternalServerError", 500)]:
+            got, _, body = faults._error_response(error, "UpdateItem", 0, 0)
+            self.assertEqual(got, status)
+            self.assertTrue(json.loads(body)["__type"].endswith("#" + error))
+
+
+if __name__ == "__main__":
+    unittest.main()

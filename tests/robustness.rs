@@ -1,0 +1,450 @@
+//! SPEC §8, the robustness promises, over real HTTP against the local stack: transcript
+//! paging whatever the event sizes; contention, throttling and a failing DynamoDB, injected
+//! by the emulator (`Fault`, infra/local/faults.py) on the session each test owns.
+
+use std::time::Duration;
+
+use knoq_tests::*;
+use serde_json::{Value, json};
+
+/// The largest message the API takes, in bytes: 16,000 characters of four UTF-8 bytes each.
+fn largest_message(tag: usize) -> String {
+    let mut text = format!("{tag:02}");
+    text.extend(std::iter::repeat_n('\u{1D11E}', 16_000 - 2));
+    text
+}
+
+fn ids_of(page: &Value) -> Vec<String> {
+    page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|event| event["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits until the session item has `attribute` (a run or a cancel wrote it).
+async fn until_session_has(id: &str, attribute: &str, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while session_item(id).await.and_then(|item| item.get(attribute).cloned()).is_none() {
+        assert!(std::time::Instant::now() < deadline, "session {id} has no {attribute}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn has_more_is_true_exactly_while_events_follow_whatever_their_size() {
+    let client = ApiClient::for_new_caller().await;
+    let (id, _) = client.create("Twenty of the largest messages").await;
+    // Queued for the running turn: each is one more 64,000-byte event.
+    for tag in 0..20 {
+        let (status, _, body) = client.message(&id, &largest_message(tag)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    // Freeze the transcript: the run writes status_terminated and nothing after it.
+    client.cancel(&id).await;
+    until_session_has(&id, "terminated_at", Duration::from_secs(20)).await;
+    let stored: Vec<String> = event_items(&id)
+        .await
+        .iter()
+        .map(|item| attr(item, "event_id").unwrap().to_owned())
+        .collect();
+    assert!(
+        stored.len() >= 22,
+        "opening message, 20 messages, status_terminated: {}",
+        stored.len()
+    );
+
+    // Page from the start, then from every event: each walk sees every later event once,
+    // and each page says whether any follows.
+    for from in 0..=stored.len() {
+        let mut seen: Vec<String> = Vec::new();
+        let mut cursor = from.checked_sub(1).map(|i| stored[i].clone());
+        loop {
+            let mut query = vec![("sessionId", id.as_str())];
+            if let Some(cursor) = &cursor {
+                query.push(("sinceEventId", cursor.as_str()));
+            }
+            let (status, _, page) = client.get("transcript", &query).await;
+            assert_eq!(status, 200, "{page}");
+            let ids = ids_of(&page);
+            seen.extend(ids.iter().cloned());
+            let left = stored.len().saturating_sub(from + seen.len());
+            assert_eq!(
+                page["hasMore"],
+                left > 0,
+                "from event {from}: after {} events, {left} more are stored",
+                seen.len()
+            );
+            if left == 0 {
+                break;
+            }
+            assert!(!ids.is_empty(), "hasMore with an empty page");
+            cursor = ids.last().cloned();
+        }
+        assert_eq!(seen, stored[from..], "from event {from}: every later event, once, in order");
+    }
+}
+
+/// A client for a new caller, and a session of theirs that only this test writes to.
+async fn caller_with_quiet_session() -> (ApiClient, String, Caller) {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = quiet_session(&app, &caller, "Hold on").await;
+    (ApiClient::new(Some(&caller.token)), id, caller)
+}
+
+fn body(fields: Value) -> String {
+    fields.to_string()
+}
+
+#[tokio::test]
+async fn a_cancel_met_by_two_conflicts_still_answers_200() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    let conflicts = Fault::new("UpdateItem", "SessionsTable", "TransactionConflictException")
+        .times(2)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(conflicts.hits().await, 2, "both conflicts were met");
+    assert!(attr(&session_item(&id).await.unwrap(), "cancelled_at").is_some());
+    conflicts.clear().await;
+}
+
+#[tokio::test]
+async fn a_delete_met_by_conflicts_on_each_write_still_answers_200() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    let mut faults = Vec::new();
+    for operation in ["UpdateItem", "DeleteItem"] {
+        let fault = Fault::new(operation, "SessionsTable", "TransactionConflictException")
+            .times(2)
+            .containing(&id)
+            .plant()
+            .await;
+        faults.push(fault);
+    }
+    let (status, _, answer) = client.delete("session", &[("sessionId", &id)]).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    for fault in faults {
+        assert_eq!(fault.hits().await, 2, "the mark and the removal each met two");
+        fault.clear().await;
+    }
+    assert!(session_item(&id).await.is_none());
+    assert!(event_items(&id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_message_met_by_two_conflicts_is_kept_once() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    let conflicts =
+        Fault::new("TransactWriteItems", "SessionsTable", "TransactionConflictException")
+            .times(2)
+            .containing(&id)
+            .plant()
+            .await;
+    let (status, _, answer) = client.message(&id, "Still there?").await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(conflicts.hits().await, 2);
+    let texts: Vec<String> = event_items(&id)
+        .await
+        .iter()
+        .filter_map(|item| attr(item, "payload").map(str::to_owned))
+        .collect();
+    assert_eq!(texts.iter().filter(|p| p.contains("Still there?")).count(), 1, "{texts:?}");
+    assert_eq!(number(&session_item(&id).await.unwrap(), "queued_messages"), Some(1));
+    conflicts.clear().await;
+}
+
+#[tokio::test]
+async fn throttling_is_retried_by_the_sdk() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    // The SDK's standard retry makes three attempts: two throttled answers are absorbed.
+    let throttled = Fault::new("TransactWriteItems", "SessionsTable", "ThrottlingException")
+        .times(2)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.message(&id, "Busy?").await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(throttled.hits().await, 2);
+    throttled.clear().await;
+    let throttled =
+        Fault::new("UpdateItem", "SessionsTable", "ProvisionedThroughputExceededException")
+            .times(2)
+            .containing(&id)
+            .plant()
+            .await;
+    let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(throttled.hits().await, 2);
+    throttled.clear().await;
+}
+
+#[tokio::test]
+async fn a_cancel_throttled_through_every_retry_is_503_with_retry_after_and_changes_nothing() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    let before = session_item(&id).await.unwrap();
+    let throttled = Fault::new("UpdateItem", "SessionsTable", "ThrottlingException")
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, retry_after, answer) =
+        client.post("cancel", body(json!({ "sessionId": id }))).await;
+    assert_eq!(status.as_u16(), 503, "{answer}");
+    assert_eq!(retry_after.as_deref(), Some("2"));
+    assert_eq!(answer, json!({ "error": "the service is busy; retry in 2 s" }));
+    assert_eq!(throttled.hits().await, 3, "the SDK tried three times");
+    assert_eq!(session_item(&id).await.unwrap(), before, "nothing changed");
+    throttled.clear().await;
+    let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })), "the retry cancels");
+}
+
+#[tokio::test]
+async fn dynamodb_failing_mid_request_answers_json_503_and_writes_nothing() {
+    let (client, id, caller) = caller_with_quiet_session().await;
+    let before = (session_item(&id).await.unwrap(), event_items(&id).await);
+    // Every route below has already read (cookie, rate limit, session) when its write fails.
+    let failing = [
+        Fault::new("TransactWriteItems", "SessionsTable", "InternalServerError")
+            .containing(&id)
+            .plant()
+            .await,
+        Fault::new("UpdateItem", "SessionsTable", "InternalServerError")
+            .containing(&id)
+            .plant()
+            .await,
+        // Create's transaction names the new session's owner, not an id known beforehand.
+        Fault::new("TransactWriteItems", "SessionsTable", "InternalServerError")
+            .containing(&caller.user_id)
+            .plant()
+            .await,
+    ];
+    let answers = [
+        client.message(&id, "Anyone?").await,
+        client.post("cancel", body(json!({ "sessionId": id }))).await,
+        client.post("session", body(json!({ "text": "A new one" }))).await,
+    ];
+    for (status, retry_after, answer) in answers {
+        assert_eq!(status.as_u16(), 503, "{answer}");
+        assert_eq!(retry_after.as_deref(), Some("2"));
+        assert_eq!(answer, json!({ "error": "the service is busy; retry in 2 s" }));
+    }
+    assert_eq!((session_item(&id).await.unwrap(), event_items(&id).await), before);
+    assert_eq!(sessions_owned(&caller.user_id, &caller.org_id).await, 1, "no new session");
+    for fault in failing {
+        assert!(fault.hits().await >= 3, "the SDK retried each");
+        fault.clear().await;
+    }
+}
+
+/// How many stored events of session `id` carry `text`.
+async fn events_with_text(id: &str, text: &str) -> usize {
+    let needle = serde_json::to_string(text).unwrap();
+    event_items(id)
+        .await
+        .iter()
+        .filter(|item| attr(item, "payload").unwrap().contains(&needle))
+        .count()
+}
+
+#[tokio::test]
+async fn a_lost_response_of_a_queued_message_keeps_it_once() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    let lost = Fault::new("TransactWriteItems", "SessionsTable", "CommittedResponseLost")
+        .times(1)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.message(&id, "Said once").await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(lost.hits().await, 1, "the write committed and its answer was lost");
+    assert_eq!(events_with_text(&id, "Said once").await, 1);
+    assert_eq!(number(&session_item(&id).await.unwrap(), "queued_messages"), Some(1));
+    lost.clear().await;
+}
+
+#[tokio::test]
+async fn a_lost_response_of_a_message_that_starts_a_run_starts_it_once() {
+    let (client, id, _) = caller_with_quiet_session().await;
+    // Idle, as after a finished turn: no run holds the session.
+    dynamodb()
+        .await
+        .update_item()
+        .table_name(config().tables.sessions)
+        .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.clone()))
+        .update_expression(
+            "SET #status = :idle REMOVE active_run, run_started_at, run_expires_at, turn_step, \
+             queued_messages",
+        )
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(
+            ":idle",
+            aws_sdk_dynamodb::types::AttributeValue::S("idle".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let lost = Fault::new("TransactWriteItems", "SessionsTable", "CommittedResponseLost")
+        .times(1)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.message(&id, "Start once").await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
+    assert_eq!(lost.hits().await, 1);
+    lost.clear().await;
+    let session = session_item(&id).await.unwrap();
+    assert_eq!(events_with_text(&id, "Start once").await, 1);
+    assert_eq!(number(&session, "queued_messages"), Some(0), "not queued on its own run");
+    assert_eq!(number(&session, "runs_started"), Some(2), "the opening run and this one");
+    let run = attr(&session, "active_run").expect("the message's run holds the session");
+    let execution = execution_status(run).await;
+    assert!(["RUNNING", "SUCCEEDED"].contains(&execution.as_str()), "{execution}");
+}
+
+#[tokio::test]
+async fn a_lost_response_of_a_create_answers_200_with_one_session() {
+    let caller = new_caller().await;
+    let client = ApiClient::new(Some(&caller.token));
+    // Create's transaction names the new session's owner.
+    let lost = Fault::new("TransactWriteItems", "SessionsTable", "CommittedResponseLost")
+        .times(1)
+        .containing(&caller.user_id)
+        .plant()
+        .await;
+    let (id, run) = client.create("Created once").await;
+    assert_eq!(lost.hits().await, 1);
+    lost.clear().await;
+    assert_eq!(sessions_owned(&caller.user_id, &caller.org_id).await, 1);
+    assert_eq!(events_with_text(&id, "Created once").await, 1);
+    let execution = execution_status(&run).await;
+    assert!(["RUNNING", "SUCCEEDED"].contains(&execution.as_str()), "{execution}");
+    client.cancel(&id).await;
+}
+
+#[tokio::test]
+async fn a_lost_response_of_a_cancel_or_a_delete_still_reports_what_it_did() {
+    let (client, id, caller) = caller_with_quiet_session().await;
+    let lost = Fault::new("UpdateItem", "SessionsTable", "CommittedResponseLost")
+        .times(1)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })), "the first cancel");
+    assert_eq!(lost.hits().await, 1);
+    lost.clear().await;
+
+    let id = quiet_session(&app().await, &caller, "Delete me").await;
+    let lost = Fault::new("UpdateItem", "SessionsTable", "CommittedResponseLost")
+        .times(1)
+        .containing(&id)
+        .plant()
+        .await;
+    let (status, _, answer) = client.delete("session", &[("sessionId", &id)]).await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })), "not a 404");
+    assert_eq!(lost.hits().await, 1);
+    lost.clear().await;
+    assert!(session_item(&id).await.is_none());
+}
+
+/// Invokes the list function over the Lambda Invoke API of the local stack with an API
+/// Gateway HTTP API (payload 2.0) event whose `cookies` are `cookies`, as API Gateway
+/// delivers a browser's request: every cookie of the Cookie header, one string each. Its
+/// HTTP answer's status and JSON body.
+async fn list_as_api_gateway_delivers(cookies: &[String]) -> (u64, Value) {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/list-sessions.json");
+    let mut event: Value = serde_json::from_str(&std::fs::read_to_string(sample).unwrap()).unwrap();
+    event["cookies"] = json!(cookies);
+    event["headers"].as_object_mut().unwrap().remove("cookie");
+    let base = std::env::var("KNOQ_API_URL").expect("KNOQ_API_URL: run through `make test`");
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{base}/2015-03-31/functions/list-sessions/invocations"))
+        .body(event.to_string())
+        .send()
+        .await
+        .expect("the local Lambda endpoint answers")
+        .json()
+        .await
+        .expect("the function's JSON answer");
+    let body = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    (answer["statusCode"].as_u64().unwrap(), body)
+}
+
+#[tokio::test]
+async fn unrelated_cookies_with_any_characters_do_not_hide_the_session_cookie() {
+    let caller = new_caller().await;
+    let session_cookie = format!("{}={}", config().cookie_name, caller.token);
+    for unrelated in [
+        "pref=caf\u{e9}",   // as a browser sends it (UTF-8), or a Latin-1 byte decoded
+        "pref=caf\u{fffd}", // a byte that was no text, replaced
+        "\u{1D11E}=\u{e9}\u{fffd}", // no cookie syntax allows these; not ours to refuse
+    ] {
+        for cookies in [
+            vec![unrelated.to_owned(), session_cookie.clone()],
+            vec![session_cookie.clone(), unrelated.to_owned()],
+        ] {
+            let (status, body) = list_as_api_gateway_delivers(&cookies).await;
+            assert_eq!((status, &body), (200, &json!({ "sessions": [] })), "{cookies:?}");
+        }
+    }
+}
+
+/// `count` sessions of `caller`, one a second apart (index 0 the oldest), of which those at
+/// `deleted` (counted from the newest, 0 the newest) are marked deleted as an interrupted
+/// delete leaves them: still in the owner index, never to be listed. The live ids, newest
+/// first.
+async fn sessions_some_deleted(caller: &Caller, count: usize, deleted: &[usize]) -> Vec<String> {
+    use knoq_shared::clock::Instant;
+    use knoq_shared::domain::{MessageText, RunId, SessionId};
+    let app = app().await;
+    let scope = scope_of(&app, caller).await;
+    let start = Instant::now().epoch_millis() - 3_600_000;
+    let mut live = Vec::new();
+    for index in 0..count {
+        let id = SessionId::new();
+        let at = start + 1_000 * index as i64;
+        let text = MessageText::parse(format!("Session {index}")).unwrap();
+        let timeout = knoq_shared::workflow::TURN_TIMEOUT;
+        let created = Instant::from_epoch_millis(at);
+        app.sessions.create(&scope, &id, &text, &RunId::new(), timeout, created).await.unwrap();
+        if deleted.contains(&(count - 1 - index)) {
+            // Deleted half a second later: the same place in the order.
+            let marked = Instant::from_epoch_millis(at + 500);
+            app.sessions.mark_deleted(&scope, &id, marked).await.unwrap();
+        } else {
+            live.push(id.as_string());
+        }
+    }
+    live.reverse();
+    live
+}
+
+fn listed_ids(sessions: &[Value]) -> Vec<String> {
+    sessions.iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_list_shows_every_live_session_when_deleted_ones_are_among_the_newest() {
+    let caller = new_caller().await;
+    // 55 sessions, every fifth of the newest 50 deleted: 45 live.
+    let deleted: Vec<usize> = (0..50).step_by(5).collect();
+    let live = sessions_some_deleted(&caller, 55, &deleted).await;
+    assert_eq!(live.len(), 45);
+    let listed = ApiClient::new(Some(&caller.token)).sessions().await;
+    assert_eq!(listed.len(), 45);
+    assert_eq!(listed_ids(&listed), live, "all 45, newest first");
+}
+
+#[tokio::test]
+async fn the_list_shows_fifty_when_the_newest_sessions_are_deleted() {
+    let caller = new_caller().await;
+    let deleted: Vec<usize> = (0..8).collect();
+    let live = sessions_some_deleted(&caller, 60, &deleted).await;
+    let listed = ApiClient::new(Some(&caller.token)).sessions().await;
+    assert_eq!(listed.len(), 50);
+    assert_eq!(listed_ids(&listed), live[..50], "the 50 newest live sessions");
+}
