@@ -229,6 +229,50 @@ async fn cancels_timed_to_land_as_the_turn_finishes_still_end_it_exactly_once() 
     }
 }
 
+/// A run holds its session on a lease that every poll renews (`RUN_LEASE`), not for the
+/// whole execution timeout: a run whose execution never started (the function died between
+/// its write and `StartExecution`, or Step Functions refused it after a cancel) stops holding
+/// the session once its lease runs out, and the next message starts a new run.
+#[tokio::test]
+async fn a_run_that_never_polls_frees_its_session_when_its_lease_runs_out() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let scope = scope_of(&app, &caller).await;
+    let id = SessionId::new();
+    let text = MessageText::parse("no execution behind this run".into()).unwrap();
+    let lease = Duration::from_millis(1500);
+    app.sessions.create(&scope, &id, &text, &RunId::new(), lease, Instant::now()).await.unwrap();
+    let client = ApiClient::new(Some(&caller.token));
+    let listed = client.sessions().await;
+    assert_eq!(listed[0]["status"], "running", "the lease holds at first");
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    assert_eq!(client.sessions().await[0]["status"], "idle", "a run past its lease is dead");
+    let (status, _, body) =
+        client.message(&id.as_string(), "Anyone there? [[emu notool=1 words=3]]").await;
+    assert_eq!(status.as_u16(), 200, "{body}");
+    let session = session_item(&id.as_string()).await.unwrap();
+    assert_eq!(number(&session, "runs_started"), Some(2), "the message started a new run");
+    client
+        .transcript_until(&id.as_string(), PATIENT, Duration::from_secs(30), |t| {
+            count_of(t, "status_idle") == 1
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn every_poll_renews_the_runs_lease() {
+    let client = ApiClient::for_new_caller().await;
+    let (id, _) = client.create("Take your time [[emu notool=1 silent_ms=6000]]").await;
+    let expiry = |item: &Item| number(item, "run_expires_at").unwrap();
+    let first = expiry(&session_item(&id).await.unwrap());
+    tokio::time::sleep(poll_interval() * 3).await;
+    let later = expiry(&session_item(&id).await.unwrap());
+    assert!(later >= first + 2 * poll_interval().as_millis() as i64, "{first} -> {later}");
+    let lease = knoq_shared::workflow::RUN_LEASE.as_millis() as i64;
+    assert!(later <= Instant::now().epoch_millis() + lease, "a lease, not the execution timeout");
+    client.cancel(&id).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_terminations_of_one_cancelled_session_write_one_event() {
     let app = app().await;

@@ -28,7 +28,7 @@ use crate::domain::{EventType, RunId};
 use crate::store::StoreError;
 use crate::store::sessions::{NewEvent, SessionRecord, SessionStore};
 use crate::telemetry;
-use crate::workflow::WorkflowStarter;
+use crate::workflow::{RUN_LEASE, TIMEOUT_MARGIN, TURN_TIMEOUT, WorkflowStarter};
 
 /// The `Route` dimension of the checker's metrics.
 pub const METRICS_ROUTE: &str = "checker";
@@ -52,6 +52,43 @@ pub fn error_event_with(error_type: &str, message: &str) -> NewEvent {
 /// The `errorType` of a turn whose worker stopped renewing its lease.
 pub const WORKER_LOST: &str = "worker_lost";
 
+/// The `errorType` of a run ended because its execution was about to time out.
+pub const RUN_TIMEOUT: &str = "run_timeout";
+
+/// What one poll is about.
+struct Poll<'a> {
+    session_id: &'a str,
+    run_id: &'a RunId,
+    task_token: Option<&'a str>,
+    out_of_time: bool,
+}
+
+/// Whether a run whose execution started at `started_at` (RFC 3339) is within
+/// [`TIMEOUT_MARGIN`] of [`TURN_TIMEOUT`] at `now`. An unreadable time is not.
+pub fn near_timeout(started_at: &str, now: Instant) -> bool {
+    let Ok(started) = chrono::DateTime::parse_from_rfc3339(started_at) else {
+        return false;
+    };
+    let limit = (TURN_TIMEOUT - TIMEOUT_MARGIN).as_millis() as i64;
+    now.epoch_millis() - started.timestamp_millis() >= limit
+}
+
+/// `event` (an `error`) with a sentence about the `queued` messages it leaves unanswered.
+fn with_unanswered(event: &NewEvent, queued: u32) -> NewEvent {
+    let mut event = event.clone();
+    if queued > 0
+        && let Some(message) = event.payload.get("message").and_then(|m| m.as_str())
+    {
+        let note = match queued {
+            1 => " The message sent during the turn was not answered.".to_string(),
+            n => format!(" The {n} messages sent during the turn were not answered."),
+        };
+        event.payload["message"] = json!(format!("{message}{note}"));
+        event.payload["unansweredMessages"] = json!(queued);
+    }
+    event
+}
+
 /// What the state machine asks the checker.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "action", rename_all = "camelCase", rename_all_fields = "camelCase")]
@@ -66,6 +103,10 @@ pub enum CheckerRequest {
         /// stop or start its next turn, else left to time out, which is the loop's wait.
         #[serde(default)]
         task_token: Option<String>,
+        /// When the run's execution started (`$$.Execution.StartTime`, RFC 3339): a run this
+        /// close to its execution timeout ends itself through the failure path.
+        #[serde(default)]
+        run_started_at: Option<String>,
     },
     /// The run's poll failed on every retry: end it through the failure path.
     Fail {
@@ -184,9 +225,16 @@ impl Checker {
     pub async fn handle(&self, request: CheckerRequest) -> Result<CheckerResponse, CheckerError> {
         let now = Instant::now();
         let response = match &request {
-            CheckerRequest::Poll { session_id, run_id, task_token } => {
+            CheckerRequest::Poll { session_id, run_id, task_token, run_started_at } => {
                 let run = RunId::from_stored(run_id.clone());
-                let polled = self.poll(session_id, &run, task_token.as_deref(), now).await;
+                let out_of_time = run_started_at.as_deref().is_some_and(|at| near_timeout(at, now));
+                let poll = Poll {
+                    session_id,
+                    run_id: &run,
+                    task_token: task_token.as_deref(),
+                    out_of_time,
+                };
+                let polled = self.poll(poll, now).await;
                 if let Some(token) = task_token {
                     self.answer_token(token, &polled).await;
                 }
@@ -221,15 +269,11 @@ impl Checker {
         }
     }
 
-    async fn poll(
-        &self,
-        session_id: &str,
-        run_id: &RunId,
-        task_token: Option<&str>,
-        now: Instant,
-    ) -> Result<CheckerResponse, CheckerError> {
+    async fn poll(&self, poll: Poll<'_>, now: Instant) -> Result<CheckerResponse, CheckerError> {
+        let Poll { session_id, run_id, task_token, out_of_time } = poll;
+        let lease = Instant::from_epoch_millis(now.epoch_millis() + RUN_LEASE.as_millis() as i64);
         let read = match task_token {
-            Some(token) => self.sessions.note_poll(session_id, token).await?,
+            Some(token) => self.sessions.note_poll(session_id, run_id, token, lease).await?,
             None => self.sessions.get(session_id).await?,
         };
         let session = match self.judge_for_run(read, run_id, now).await? {
@@ -240,6 +284,15 @@ impl Checker {
             return Err(CheckerError::Injected(CHECKER_FAULT.into()));
         }
         let run = session.active_run.as_ref().expect("read_for_run checked the run is active");
+        if out_of_time {
+            tracing::warn!(session_id, run_id = %run_id, "run near its execution timeout");
+            let event = error_event_with(
+                RUN_TIMEOUT,
+                "The agent's run reached its time limit and was stopped. Send a message to \
+                 continue.",
+            );
+            return self.end_failed(&session, run_id, &event, now).await;
+        }
         let worker = &run.worker;
         let Some(result) = worker.result.as_deref() else {
             let grace = self.worker_start_grace.as_millis() as i64;
@@ -283,7 +336,9 @@ impl Checker {
         self.after_refusal(session_id, run_id, now).await
     }
 
-    /// Ends the run with `event` (an `error`), unless something changed since the read.
+    /// Ends the run with `event` (an `error`), unless something changed since the read. Messages
+    /// queued for the run's next turn are not answered then: the event says so, so none is
+    /// dropped silently (they stay in the transcript, and the next message's turn sees them).
     async fn end_failed(
         &self,
         session: &SessionRecord,
@@ -291,7 +346,8 @@ impl Checker {
         event: &NewEvent,
         now: Instant,
     ) -> Result<CheckerResponse, CheckerError> {
-        if self.sessions.fail_turn(session, run_id, event, now).await? {
+        let event = with_unanswered(event, session.queued_messages);
+        if self.sessions.fail_turn(session, run_id, &event, now).await? {
             return Ok(CheckerResponse::stop(Outcome::Failed));
         }
         self.after_refusal(&session.id, run_id, now).await
@@ -389,8 +445,12 @@ mod tests {
     fn requests_read_the_state_machine_payloads() {
         let poll: CheckerRequest =
             serde_json::from_str(r#"{"action":"poll","sessionId":"s","runId":"r"}"#).unwrap();
-        let expected =
-            CheckerRequest::Poll { session_id: "s".into(), run_id: "r".into(), task_token: None };
+        let expected = CheckerRequest::Poll {
+            session_id: "s".into(),
+            run_id: "r".into(),
+            task_token: None,
+            run_started_at: None,
+        };
         assert_eq!(poll, expected);
         let with_token: CheckerRequest = serde_json::from_str(
             r#"{"action":"poll","sessionId":"s","runId":"r","taskToken":"t"}"#,
@@ -413,6 +473,31 @@ mod tests {
         assert_eq!(response, json!({ "next": "continue", "outcome": "running" }));
         let response = serde_json::to_value(CheckerResponse::stop(Outcome::Cancelled)).unwrap();
         assert_eq!(response, json!({ "next": "stop", "outcome": "cancelled" }));
+    }
+
+    #[test]
+    fn a_run_ends_itself_before_its_execution_times_out() {
+        let start = "2026-01-01T00:00:00Z";
+        let at = |secs: i64| Instant::from_epoch_millis(1_767_225_600_000 + secs * 1000);
+        let limit = (TURN_TIMEOUT - TIMEOUT_MARGIN).as_secs() as i64;
+        assert!(!near_timeout(start, at(limit - 1)));
+        assert!(near_timeout(start, at(limit)));
+        assert!(!near_timeout("not a time", at(limit + 100)));
+    }
+
+    #[test]
+    fn an_error_ending_a_run_with_queued_messages_says_they_were_not_answered() {
+        let event = error_event("worker_lost");
+        assert_eq!(with_unanswered(&event, 0), event);
+        let noted = with_unanswered(&event, 2);
+        assert!(
+            noted.payload["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("2 messages sent during the turn were not answered.")
+        );
+        assert_eq!(noted.payload["unansweredMessages"], 2);
+        assert_eq!(noted.payload["errorType"], "worker_lost");
     }
 
     #[test]

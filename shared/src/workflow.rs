@@ -18,6 +18,17 @@ use crate::domain::{RunId, SessionId};
 /// still names it past this is dead (its execution timed out without recording its end).
 pub const TURN_TIMEOUT: Duration = Duration::from_secs(900);
 
+/// A run's lease on its session: set when the run is made active and renewed by every poll
+/// (the checker's `UpdateItem` that stores the poll token). A run whose execution never
+/// started, died, or stopped polling stops holding the session this long after its last poll,
+/// instead of after the whole [`TURN_TIMEOUT`]: its session reads as idle again, a message
+/// starts a new run, and a cancel ends the session itself.
+pub const RUN_LEASE: Duration = Duration::from_secs(60);
+
+/// How long before [`TURN_TIMEOUT`] a run ends itself through the failure path (an `error`
+/// event, the session idle), so that a run never times out without recording its end.
+pub const TIMEOUT_MARGIN: Duration = Duration::from_secs(30);
+
 /// The input of one execution, and what each poll step passes on to the checker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

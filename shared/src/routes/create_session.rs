@@ -15,7 +15,7 @@ use crate::clock::Instant;
 use crate::domain::{MessageText, RunId, SessionId, TextError};
 use crate::error::ApiError;
 use crate::http::JsonObject;
-use crate::workflow::TURN_TIMEOUT;
+use crate::workflow::RUN_LEASE;
 
 /// Handles one create-session request.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
@@ -34,7 +34,7 @@ async fn create(app: &App, request: &Request) -> Result<Value, ApiError> {
     }
     let id = SessionId::new();
     let run = RunId::new();
-    app.sessions.create(&scope, &id, &text, &run, TURN_TIMEOUT, now).await?;
+    app.sessions.create(&scope, &id, &text, &run, RUN_LEASE, now).await?;
     tracing::info!(session_id = %id, run_id = %run, "session created");
     start_run(app, &id, &run).await?;
     Ok(json!({

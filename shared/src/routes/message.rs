@@ -25,7 +25,7 @@ use crate::http::JsonObject;
 use crate::routes::create_session::parse_text;
 use crate::store::StoreError;
 use crate::store::sessions::NewEvent;
-use crate::workflow::TURN_TIMEOUT;
+use crate::workflow::RUN_LEASE;
 
 /// How many times a message is re-tried when the run it saw changes under it.
 const ATTEMPTS: u32 = 5;
@@ -61,7 +61,7 @@ async fn message(app: &App, request: &Request) -> Result<Value, ApiError> {
                 let run = RunId::new();
                 let appended = app
                     .sessions
-                    .append_message_starting_run(&session, &event, &run, TURN_TIMEOUT, now)
+                    .append_message_starting_run(&session, &event, &run, RUN_LEASE, now)
                     .await?;
                 if appended {
                     tracing::info!(session_id = %session_id, run_id = %run, "message starts a run");

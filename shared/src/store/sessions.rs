@@ -369,30 +369,42 @@ impl SessionStore {
         output.item.as_ref().map(SessionRecord::from_item).transpose()
     }
 
-    /// Stores the task token a poll of the session's run waits on (`poll_token`) and reads the
-    /// session in the same `UpdateItem` (`ALL_NEW`): so either this read sees a cancel's
-    /// stamp, or that cancel's write returns this token and wakes the run. `None` when the
-    /// session no longer exists.
+    /// A poll of `run`: stores the task token the poll waits on (`poll_token`), renews the
+    /// run's lease on the session (`run_expires_at`, until `lease_until`) and reads the
+    /// session, all in one `UpdateItem` (`ALL_NEW`): so either this read sees a cancel's stamp,
+    /// or that cancel's write returns this token and wakes the run. When `run` is no longer
+    /// the session's active run, nothing is written and the session is read as it is (the
+    /// failed condition's `ALL_OLD`). `None` when the session no longer exists.
     pub async fn note_poll(
         &self,
         id: &str,
+        run: &RunId,
         token: &str,
+        lease_until: Instant,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(id))
-            .update_expression("SET poll_token = :token")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_values(":token", s(token))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(id))
+                .update_expression("SET poll_token = :token, run_expires_at = :lease")
+                .condition_expression("active_run = :run")
+                .expression_attribute_values(":token", s(token))
+                .expression_attribute_values(":lease", n(lease_until.epoch_millis()))
+                .expression_attribute_values(":run", s(run.as_str()))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+        })
+        .await;
         match result {
             Ok(output) => output.attributes.as_ref().map(SessionRecord::from_item).transpose(),
             Err(error) => match error.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    failed.item().map(SessionRecord::from_item).transpose()
+                }
                 _ => Err(StoreError::sdk("UpdateItem", error)),
             },
         }
