@@ -87,6 +87,21 @@ class TemplateTest(unittest.TestCase):
         self.assertEqual(parameter["Default"], 30)
         self.assertIn(parameter["Default"], parameter["AllowedValues"])
 
+    def test_the_api_throttles_every_route_by_default_from_the_parameters(self):
+        api = self.template["Resources"]["HttpApi"]["Properties"]
+        self.assertEqual(
+            api["DefaultRouteSettings"],
+            {"ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+             "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"}},
+        )
+        parameters = self.template["Parameters"]
+        self.assertEqual(parameters["ApiThrottlingBurstLimit"]["Default"], 200)
+        self.assertEqual(parameters["ApiThrottlingRateLimit"]["Default"], 100)
+        create = api["RouteSettings"]["POST /api/managed-agents/session"]
+        for key in ["ThrottlingBurstLimit", "ThrottlingRateLimit"]:
+            tighter = parameters[create[key]["Ref"]]["Default"]
+            self.assertLess(tighter, parameters[api["DefaultRouteSettings"][key]["Ref"]]["Default"])
+
     def test_unknown_reference_is_an_error(self):
         broken = {**self.template, "Globals": {"Function": {"Environment": {"Variables": {"X": {"Ref": "Nope"}}}}}}
         with self.assertRaises(SystemExit):

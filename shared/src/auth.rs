@@ -8,6 +8,12 @@
 //! default 5 s, 0 disables) so that a burst of requests costs one read. The cache never
 //! outlives the stored expiry; the price is that revoking a token takes up to that TTL to
 //! reach containers that have it cached.
+//!
+//! Unknown cookies are cheap too: a value that is not token-shaped (43 base64url
+//! characters) is refused without a read, and a well-formed token the table does not hold
+//! is remembered as unknown for the same TTL (bounded like the cache), so repeating it costs
+//! no read. Tokens are random 256-bit values stored before they are handed out, so an
+//! unknown token does not become valid later.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,6 +38,16 @@ pub fn new_token() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system provides randomness");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Characters in a token: 32 bytes in base64url without padding.
+const TOKEN_LEN: usize = 43;
+
+/// Whether `value` has the shape of a token [`new_token`] makes: 43 base64url characters.
+/// A cookie value without that shape cannot be stored, so it is refused without a read.
+pub fn is_token_shaped(value: &str) -> bool {
+    value.len() == TOKEN_LEN
+        && value.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
 
 /// The stored form of a token: lowercase hex SHA-256. The token itself is never stored.
@@ -90,6 +106,8 @@ pub struct Authenticator {
     allowed_origin: String,
     cache_ttl: Duration,
     cache: Mutex<HashMap<String, CachedScope>>,
+    /// Hashes of well-formed tokens the table did not hold, and when that was read.
+    unknown: Mutex<HashMap<String, MonoInstant>>,
 }
 
 impl Authenticator {
@@ -101,6 +119,7 @@ impl Authenticator {
             allowed_origin: config.allowed_origin.clone(),
             cache_ttl: config.auth_cache_ttl,
             cache: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
         }
     }
 
@@ -114,16 +133,22 @@ impl Authenticator {
     async fn look_up(&self, request: &Request) -> Result<UserScope, ApiError> {
         let token = cookie_value(request, &self.cookie_name)
             .ok_or(ApiError::Unauthenticated("sign in required: no session cookie"))?;
+        if !is_token_shaped(token) {
+            // The answer an unknown token gets, without the read.
+            return Err(ApiError::Unauthenticated("session cookie is not valid"));
+        }
         let hash = token_hash(token);
         let now = Instant::now();
         if let Some(scope) = self.cached(&hash, now) {
             return Ok(scope);
         }
-        let record = self
-            .store
-            .get(&hash)
-            .await?
-            .ok_or(ApiError::Unauthenticated("session cookie is not valid"))?;
+        if self.known_unknown(&hash) {
+            return Err(ApiError::Unauthenticated("session cookie is not valid"));
+        }
+        let Some(record) = self.store.get(&hash).await? else {
+            self.remember_unknown(hash);
+            return Err(ApiError::Unauthenticated("session cookie is not valid"));
+        };
         if record.expires_at_secs <= now.epoch_secs() {
             return Err(ApiError::Unauthenticated("session cookie has expired"));
         }
@@ -148,6 +173,25 @@ impl Authenticator {
             .filter(|entry| entry.cached_at.elapsed() < self.cache_ttl)
             .filter(|entry| entry.expires_at_secs > now.epoch_secs())
             .map(|entry| entry.scope.clone())
+    }
+
+    fn known_unknown(&self, hash: &str) -> bool {
+        if self.cache_ttl.is_zero() {
+            return false;
+        }
+        let unknown = self.unknown.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        unknown.get(hash).is_some_and(|read_at| read_at.elapsed() < self.cache_ttl)
+    }
+
+    fn remember_unknown(&self, hash: String) {
+        if self.cache_ttl.is_zero() {
+            return;
+        }
+        let mut unknown = self.unknown.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if unknown.len() >= AUTH_CACHE_CAPACITY {
+            unknown.clear();
+        }
+        unknown.insert(hash, MonoInstant::now());
     }
 
     fn remember(&self, hash: String, scope: &UserScope, expires_at_secs: i64) {
@@ -223,6 +267,25 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 43);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+
+    #[test]
+    fn only_token_shaped_values_are_looked_up() {
+        assert!(is_token_shaped(&new_token()));
+        let token = new_token();
+        for value in [
+            "",
+            "tok",
+            &token[..42],
+            &format!("{token}A"),
+            &format!("{}=", &token[..42]),
+            &format!("{}+", &token[..42]),
+            &format!("{}/", &token[..42]),
+            &format!("{}é", &token[..41]),
+            &format!("{} ", &token[..42]),
+        ] {
+            assert!(!is_token_shaped(value), "{value:?}");
+        }
     }
 
     #[test]
