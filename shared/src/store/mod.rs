@@ -121,6 +121,27 @@ pub fn require_s(item: &Item, name: &str) -> Result<String, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} missing or not a string")))
 }
 
+/// An `UpdateItem`'s outcome as an answer: `true` when written, `false` when its condition
+/// refused (an answer, not a failure), any other error as [`StoreError`].
+pub(crate) fn updated<O>(
+    result: Result<
+        O,
+        SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            aws_sdk_dynamodb::config::http::HttpResponse,
+        >,
+    >,
+) -> Result<bool, StoreError> {
+    use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) => match error.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
+            _ => Err(StoreError::sdk("UpdateItem", error)),
+        },
+    }
+}
+
 /// How a transaction ended when it did not fail outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transaction {

@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use super::{
     Attempts, Item, StoreError, Transaction, UNPROCESSED_RETRIES, get_i64, get_s, n,
-    pause_before_resend, require_s, retry_conflicts, s, transact,
+    pause_before_resend, require_s, retry_conflicts, s, transact, updated,
 };
 use crate::clock::Instant;
 use crate::domain::{EventId, EventType, MessageText, RunId, SessionId, UserScope};
@@ -680,13 +680,7 @@ impl SessionStore {
                 .send()
         })
         .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) => match error.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
-                _ => Err(StoreError::sdk("UpdateItem", error)),
-            },
-        }
+        updated(result)
     }
 
     /// Marks the caller's session deleted, cancelling it if it was not (so a run in flight

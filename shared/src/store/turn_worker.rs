@@ -22,7 +22,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::ReturnValue;
 
 use super::sessions::{Append, NewEvent, SessionRecord, SessionStore};
-use super::{StoreError, n, s};
+use super::{StoreError, n, s, updated};
 use crate::clock::Instant;
 use crate::domain::{EventId, RunId};
 
@@ -233,13 +233,7 @@ impl SessionStore {
             .expression_attribute_values(":out", n(usage.output))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) => match error.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
-                _ => Err(StoreError::sdk("UpdateItem", error)),
-            },
-        }
+        updated(result)
     }
 
     /// One `UpdateItem` of the worker's own turn under `condition` (which may use `:run` and
@@ -263,13 +257,7 @@ impl SessionStore {
             .condition_expression(condition)
             .expression_attribute_values(":run", s(turn.run.as_str()))
             .expression_attribute_values(":me", s(&turn.worker_id));
-        match values(request).send().await {
-            Ok(_) => Ok(true),
-            Err(error) => match error.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(false),
-                _ => Err(StoreError::sdk("UpdateItem", error)),
-            },
-        }
+        updated(values(request).send().await)
     }
 }
 
