@@ -240,36 +240,10 @@ async fn concurrent_cancel_requests_through_the_handler_make_exactly_one_first_c
     assert_eq!((firsts, already), (1, 29));
 }
 
-/// Counts every HTTP request a DynamoDB client sends.
-#[derive(Debug, Clone, Default)]
-struct RoundTrips(std::sync::Arc<std::sync::atomic::AtomicU64>);
-
-impl RoundTrips {
-    fn take(&self) -> u64 {
-        self.0.swap(0, std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl aws_sdk_dynamodb::config::Intercept for RoundTrips {
-    fn name(&self) -> &'static str {
-        "RoundTrips"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
-        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn unknown_or_malformed_cookies_cost_no_read_once_known() {
     let sdk = knoq_shared::app::load_sdk_config().await;
-    let trips = RoundTrips::default();
+    let trips = knoq_shared::store::Attempts::default();
     let client = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(trips.clone()).build(),
     );

@@ -6,13 +6,8 @@
 //! Two cancel variants: with the per-container auth cache warm (a user cancelling again
 //! within its TTL) and with the cache disabled (every cancel reads the auth session).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant as Mono};
 
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use knoq_shared::App;
 use knoq_shared::clock::Instant;
@@ -27,31 +22,9 @@ use serde_json::json;
 const USERS: usize = 10;
 const CANCELS_PER_USER: usize = 30;
 
-/// Counts every HTTP request the DynamoDB client sends (retries included).
-#[derive(Debug, Clone, Default)]
-struct RoundTrips(Arc<AtomicU64>);
-
-impl RoundTrips {
-    fn take(&self) -> u64 {
-        self.0.swap(0, Ordering::Relaxed)
-    }
-}
-
-impl Intercept for RoundTrips {
-    fn name(&self) -> &'static str {
-        "RoundTrips"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _context: &BeforeTransmitInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
+/// Counts every HTTP request the DynamoDB client sends (retries included): the store's own
+/// attempt counter, read with `take`.
+type RoundTrips = knoq_shared::store::Attempts;
 
 struct Variant {
     name: &'static str,

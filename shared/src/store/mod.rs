@@ -174,6 +174,12 @@ impl Attempts {
         self.0.store(0, Ordering::Relaxed);
     }
 
+    /// How many HTTP requests were sent since the last reset (or `take`), and starts again:
+    /// also how tests and benchmarks count a client's round trips.
+    pub fn take(&self) -> u64 {
+        u64::from(self.0.swap(0, Ordering::Relaxed))
+    }
+
     /// Whether the SDK sent the request more than once.
     pub fn retried(&self) -> bool {
         self.0.load(Ordering::Relaxed) > 1
