@@ -5,13 +5,15 @@ A test plants faults over HTTP on the emulator's own port:
 
     POST   /_knoq/faults   {"operation": "UpdateItem", "table": "SessionsTable",
                             "error": "TransactionConflictException", "count": 2,
-                            "contains": "<session id>"}         -> {"id": "<fault id>"}
+                            "contains": "<session id>", "after": 0}
+                                                              -> {"id": "<fault id>"}
     GET    /_knoq/faults     every fault, with `hits` and `remaining` (spent ones too)
     DELETE /_knoq/faults?id=<fault id>                        -> removes that fault
     DELETE /_knoq/faults                                      -> removes every fault
 
 The next `count` DynamoDB requests (every request, until deleted, without `count`) that
-match fail the way real DynamoDB fails them. A request matches when its operation is
+match fail the way real DynamoDB fails them; with `after`, the first `after` requests that
+match are served normally first (a purge interrupted half-way, say). A request matches when its operation is
 `operation`, one of the tables it names equals `table` or ends with it, and, with
 `contains`, its JSON body contains that text (a session id, say), so that tests running in
 parallel on one emulator never hit each other's faults. SDK retries are new requests: they
@@ -89,7 +91,11 @@ def plant(spec: dict[str, Any]) -> str:
     count = spec.get("count")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError("count must be a positive integer (omit it for every request)")
-    fault.update(contains=contains, remaining=count, hits=0, id=str(uuid.uuid4()))
+    after = spec.get("after", 0)
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ValueError("after must be a non-negative integer")
+    fault.update(contains=contains, remaining=count, hits=0, passed=0, after=after,
+                 id=str(uuid.uuid4()))
     with _lock:
         _faults[fault["id"]] = fault
     return fault["id"]
@@ -146,6 +152,9 @@ def _take(operation: str, raw_body: str) -> tuple[dict[str, Any], int | None] | 
             )
             if index is None:
                 continue
+            if fault["passed"] < fault["after"]:
+                fault["passed"] += 1
+                return None  # served normally: the first `after` matches pass
             fault["hits"] += 1
             if fault["remaining"] is not None:
                 fault["remaining"] -= 1  # a spent fault stays listed, with its hits

@@ -200,7 +200,7 @@ case "$MODE" in
   dev)
     cargo build --workspace --bins
     start_provider --word-delay-ms "${KNOQ_PROVIDER_WORD_DELAY_MS:-200}"
-    start_emulator
+    start_emulator --run-schedules
     start_functions
     wait_for_routes
     cat <<MSG

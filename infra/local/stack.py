@@ -119,6 +119,68 @@ def local_function_name(template: dict, logical_id: str) -> str:
     return resource["Metadata"]["BuildProperties"]["Binary"]
 
 
+_RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+_UNIT_SECS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def schedules(template: dict) -> dict[str, int]:
+    """Local name -> period in seconds of every function a `Schedule` event runs at a
+    `rate(...)` (EventBridge's other form, `cron(...)`, is refused: nothing uses it)."""
+    periods = {}
+    for logical_id, resource in functions(template).items():
+        for event in resource.get("Properties", {}).get("Events", {}).values():
+            if event.get("Type") != "Schedule":
+                continue
+            expression = event["Properties"]["Schedule"]
+            match = _RATE.fullmatch(expression)
+            if match is None:
+                raise SystemExit(f"template.yaml: {logical_id}: unsupported schedule {expression!r}")
+            count, unit = int(match[1]), match[2].rstrip("s")
+            periods[local_function_name(template, logical_id)] = count * _UNIT_SECS[unit]
+    return periods
+
+
+def scheduled_event() -> bytes:
+    """The event EventBridge sends a function its schedule runs."""
+    import datetime
+    import json
+    import uuid
+
+    return json.dumps({
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/local-schedule"],
+        "detail": {},
+    }).encode()
+
+
+def _run_schedules(lambda_endpoint: str, periods: dict[str, int], stop: threading.Event) -> None:
+    """Invokes each scheduled function at its rate, as EventBridge would, until `stop`."""
+    import urllib.error
+    import urllib.request
+
+    def every(name: str, period: int) -> None:
+        while not stop.wait(period):
+            request = urllib.request.Request(
+                f"{lambda_endpoint}/2015-03-31/functions/{name}/invocations",
+                data=scheduled_event(),
+                method="POST",
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=period) as response:
+                    print(f"stack: scheduled {name}: {response.read()[:300].decode(errors='replace')}", flush=True)
+            except (urllib.error.HTTPError, OSError) as error:
+                print(f"stack: scheduled {name} failed: {error}", flush=True)
+
+    for name, period in periods.items():
+        threading.Thread(target=every, args=(name, period), daemon=True).start()
+
+
 def state_machines(template: dict) -> dict[str, dict]:
     """Logical id -> properties of every AWS::Serverless::StateMachine."""
     return {
@@ -475,6 +537,8 @@ def serve(args: argparse.Namespace) -> None:
     provision(endpoint, args.prefix, Path(args.env_file), args.allowed_origin, False, extra)
 
     stop = threading.Event()
+    if args.run_schedules and lambda_endpoint:
+        _run_schedules(lambda_endpoint.rstrip("/"), schedules(load_template()), stop)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
@@ -512,6 +576,12 @@ def main() -> None:
         action="store_true",
         help="let tests plant faults on sessions (KNOQ_FAULT_INJECTION=enabled) and on DynamoDB "
         "requests (/_knoq/faults, faults.py); for `make test` only",
+    )
+    serve_parser.add_argument(
+        "--run-schedules",
+        action="store_true",
+        help="invoke the template's scheduled functions at their rate, as EventBridge does "
+        "(`make dev`; tests invoke them when they choose)",
     )
     serve_parser.set_defaults(run=serve)
     provision_parser = commands.add_parser(

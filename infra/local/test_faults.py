@@ -23,6 +23,8 @@ class FaultsTest(unittest.TestCase):
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "count": 0}, "count"),
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "count": True}, "count"),
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "contains": ""}, "contains"),
+            ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "after": -1}, "after"),
+            ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "after": "2"}, "after"),
         ]:
             with self.assertRaisesRegex(ValueError, message):
                 faults.plant(spec)
@@ -48,6 +50,19 @@ class FaultsTest(unittest.TestCase):
             self.assertIsNotNone(faults._take("Query", body))
         self.assertEqual(faults.clear(fault_id), 1)
         self.assertIsNone(faults._take("Query", body))
+
+    def test_a_fault_with_after_lets_that_many_matching_requests_through_first(self):
+        faults.plant({"operation": "BatchWriteItem", "table": "EventsTable",
+                      "error": "InternalServerError", "after": 2, "contains": "s-1"})
+        body = json.dumps({"RequestItems": {"p-EventsTable": [{"DeleteRequest": {"Key": "s-1"}}]}})
+        other = body.replace("s-1", "s-2")
+        self.assertIsNone(faults._take("BatchWriteItem", other), "others do not count")
+        self.assertIsNone(faults._take("BatchWriteItem", body))
+        self.assertIsNone(faults._take("BatchWriteItem", body))
+        for _ in range(3):
+            self.assertIsNotNone(faults._take("BatchWriteItem", body))
+        [listed] = faults.listed()
+        self.assertEqual((listed["passed"], listed["hits"]), (2, 3))
 
     def test_a_transaction_conflict_is_a_cancellation_naming_the_item_that_matched(self):
         faults.plant({"operation": "TransactWriteItems", "table": "EventsTable",

@@ -37,6 +37,7 @@ AUTH = ("AuthSessionsTable", None)
 LIMITS = ("RateLimitsTable", None)
 SESSIONS = ("SessionsTable", None)
 OWNER_INDEX = ("SessionsTable", "by_owner")
+PURGE_QUEUE = ("SessionsTable", "purge_queue")
 EVENTS = ("EventsTable", None)
 ORGANISATIONS = ("OrganisationsTable", None)
 TURN = ("TurnStateMachine", None)
@@ -89,9 +90,15 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
     # routes/delete_session.rs
     "DeleteSessionFunction": {
         AUTH: {"dynamodb:GetItem"},
-        # mark_deleted (UpdateItem), then remove_deleted (DeleteItem)
+        # mark_deleted (UpdateItem), then purge.rs purge_session's remove_deleted (DeleteItem)
         SESSIONS: {"dynamodb:UpdateItem", "dynamodb:DeleteItem"},
         # events.purge: consistent Query of the keys, BatchWriteItem of DeleteRequests
+        EVENTS: {"dynamodb:Query", "dynamodb:BatchWriteItem"},
+    },
+    # purge.rs sweep: pending_purges (index Query), then purge_session as in delete
+    "PurgeSweeperFunction": {
+        PURGE_QUEUE: {"dynamodb:Query"},
+        SESSIONS: {"dynamodb:DeleteItem"},
         EVENTS: {"dynamodb:Query", "dynamodb:BatchWriteItem"},
     },
     # routes/transcript.rs

@@ -102,6 +102,25 @@ class TemplateTest(unittest.TestCase):
             tighter = parameters[create[key]["Ref"]]["Default"]
             self.assertLess(tighter, parameters[api["DefaultRouteSettings"][key]["Ref"]]["Default"])
 
+    def test_the_purge_sweeper_runs_every_minute_and_other_schedules_are_read_or_refused(self):
+        self.assertEqual(stack.schedules(self.template), {"purge-sweeper": 60})
+        resources = copy.deepcopy(self.template["Resources"])
+        events = resources["PurgeSweeperFunction"]["Properties"]["Events"]
+        events["EveryMinute"]["Properties"]["Schedule"] = "rate(2 hours)"
+        self.assertEqual(stack.schedules({**self.template, "Resources": resources}), {"purge-sweeper": 7200})
+        events["EveryMinute"]["Properties"]["Schedule"] = "cron(0 * * * ? *)"
+        with self.assertRaises(SystemExit):
+            stack.schedules({**self.template, "Resources": resources})
+        event = json.loads(stack.scheduled_event())
+        self.assertEqual((event["source"], event["detail-type"]), ("aws.events", "Scheduled Event"))
+
+    def test_the_purge_queue_index_keys_tombstones_by_their_mark(self):
+        table = self.template["Resources"]["SessionsTable"]["Properties"]
+        [index] = [i for i in table["GlobalSecondaryIndexes"] if i["IndexName"] == "purge_queue"]
+        self.assertEqual([k["AttributeName"] for k in index["KeySchema"]], ["purge_queue", "deleted_at"])
+        types = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+        self.assertEqual((types["purge_queue"], types["deleted_at"]), ("S", "S"))
+
     def test_unknown_reference_is_an_error(self):
         broken = {**self.template, "Globals": {"Function": {"Environment": {"Variables": {"X": {"Ref": "Nope"}}}}}}
         with self.assertRaises(SystemExit):

@@ -8,6 +8,7 @@ pub use aws_sdk_dynamodb::Client as DynamoDbClient;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::purge::Purger;
 use crate::rate_limit::RateLimiter;
 use crate::store::auth_sessions::AuthSessionStore;
 use crate::store::events::EventStore;
@@ -32,6 +33,8 @@ pub struct App {
     pub workflow: WorkflowStarter,
     /// Organisation plans and connectors.
     pub organisations: OrganisationStore,
+    /// Removes deleted sessions' events (the delete route and the purge sweeper).
+    pub purger: Purger,
 }
 
 /// Loads the AWS SDK configuration the standard way: region, credentials and endpoint
@@ -56,19 +59,19 @@ impl App {
     /// counts its requests); the other clients come from `sdk`.
     pub fn with_dynamodb(config: Config, sdk: &SdkConfig, dynamodb: DynamoDbClient) -> Self {
         let tables = &config.tables;
+        let events = EventStore::new(dynamodb.clone(), tables.events.clone());
+        let sessions =
+            SessionStore::new(dynamodb.clone(), tables.sessions.clone(), tables.events.clone());
         Self {
-            events: EventStore::new(dynamodb.clone(), tables.events.clone()),
+            purger: Purger::new(sessions.clone(), events.clone()),
+            events,
+            sessions,
             workflow: WorkflowStarter::new(aws_sdk_sfn::Client::new(sdk), config.workflow.clone()),
             auth: Authenticator::new(
                 AuthSessionStore::new(dynamodb.clone(), tables.auth_sessions.clone()),
                 &config,
             ),
             limiter: RateLimiter::new(dynamodb.clone(), tables.rate_limits.clone()),
-            sessions: SessionStore::new(
-                dynamodb.clone(),
-                tables.sessions.clone(),
-                tables.events.clone(),
-            ),
             organisations: OrganisationStore::new(dynamodb, tables.organisations.clone()),
             config,
         }

@@ -32,6 +32,11 @@ impl Instant {
     pub fn rfc3339(self) -> String {
         self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
+
+    /// The instant an RFC 3339 text names (as [`Instant::rfc3339`] writes it), if it is one.
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(text).ok().map(|t| Self(t.with_timezone(&Utc)))
+    }
 }
 
 #[cfg(test)]
@@ -43,5 +48,7 @@ mod tests {
         let t = Instant::from_epoch_millis(1_700_000_000_005);
         assert_eq!(t.rfc3339(), "2023-11-14T22:13:20.005Z");
         assert_eq!(t.epoch_secs(), 1_700_000_000);
+        assert_eq!(Instant::parse_rfc3339(&t.rfc3339()), Some(t));
+        assert_eq!(Instant::parse_rfc3339("yesterday"), None);
     }
 }

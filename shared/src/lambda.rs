@@ -12,6 +12,7 @@ use crate::agent::runtime::{Worker, WorkerRequest, WorkerSettings};
 use crate::agent::tools::{SearchSessions, Tools};
 use crate::app::App;
 use crate::config::AgentConfig;
+use crate::purge::{SWEEP_BUDGET, SWEEP_GRACE, SWEEP_MARGIN, SweepReport, SweepRequest};
 use crate::telemetry;
 use crate::turn::{Checker, CheckerRequest};
 
@@ -88,6 +89,56 @@ pub async fn serve_checker() -> Result<(), lambda_runtime::Error> {
         move |event: lambda_runtime::LambdaEvent<CheckerRequest>| checker.handle(event.payload),
     ))
     .await
+}
+
+/// The `Route` dimension of the purge sweeper's metrics.
+pub const PURGE_SWEEPER_ROUTE: &str = "purge-sweeper";
+
+/// Serves the purge sweeper (finishes the purges deletes left; run on a schedule) on the
+/// Lambda runtime. Each invocation sweeps until the queue is empty or its function's
+/// deadline is [`SWEEP_MARGIN`] away, answers its [`SweepReport`], and emits it as metrics
+/// (`OldestPendingPurgeSeconds` is the one the backlog alarm watches).
+pub async fn serve_purge_sweeper() -> Result<(), lambda_runtime::Error> {
+    crate::telemetry::init();
+    let app: &'static App = Box::leak(Box::new(App::from_env().await?));
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: lambda_runtime::LambdaEvent<SweepRequest>| async move {
+            let grace =
+                event.payload.grace_seconds.map_or(SWEEP_GRACE, std::time::Duration::from_secs);
+            let deadline = sweep_deadline(event.context.deadline);
+            let report = app.purger.sweep(crate::clock::Instant::now(), grace, deadline).await?;
+            tracing::info!(?report, "purge sweep");
+            telemetry::emit(
+                PURGE_SWEEPER_ROUTE,
+                &[
+                    ("PurgesFinished", report.finished as f64, telemetry::Unit::Count),
+                    ("PurgesLeft", (report.left + report.failed) as f64, telemetry::Unit::Count),
+                    ("PurgeEventsDeleted", report.events_deleted as f64, telemetry::Unit::Count),
+                    (
+                        "OldestPendingPurgeSeconds",
+                        report.oldest_pending_secs as f64,
+                        telemetry::Unit::Seconds,
+                    ),
+                ],
+            );
+            Ok::<SweepReport, lambda_runtime::Error>(report)
+        },
+    ))
+    .await
+}
+
+/// When a sweep must stop starting work: [`SWEEP_MARGIN`] before the invocation's deadline
+/// (milliseconds since the epoch, as the Lambda runtime gives it), and never later than
+/// [`SWEEP_BUDGET`] from now. A deadline already past cannot come from Lambda: `cargo lambda
+/// watch` sends its timeout there (600000) rather than a time, and then the budget alone
+/// applies.
+fn sweep_deadline(deadline_epoch_ms: u64) -> std::time::Instant {
+    let now_ms = u64::try_from(crate::clock::Instant::now().epoch_millis()).unwrap_or(0);
+    let left = match deadline_epoch_ms.checked_sub(now_ms) {
+        Some(left) => std::time::Duration::from_millis(left).saturating_sub(SWEEP_MARGIN),
+        None => SWEEP_BUDGET,
+    };
+    std::time::Instant::now() + left.min(SWEEP_BUDGET)
 }
 
 /// Serves the worker (plays one turn against the model provider) on the Lambda runtime. The
@@ -227,5 +278,34 @@ mod tests {
         for secret in ["secret-token", "private words", "alice"] {
             assert!(!output.contains(secret), "{secret} leaked: {output}");
         }
+    }
+
+    #[test]
+    fn a_sweep_stops_a_margin_before_its_deadline_and_within_its_budget() {
+        let now_ms = crate::clock::Instant::now().epoch_millis() as u64;
+        let soon = sweep_deadline(now_ms + 20_000) - std::time::Instant::now();
+        assert!(soon <= std::time::Duration::from_secs(15), "{soon:?}");
+        assert!(soon >= std::time::Duration::from_secs(14), "{soon:?}");
+        let later = sweep_deadline(now_ms + 900_000) - std::time::Instant::now();
+        assert!(later <= SWEEP_BUDGET && later >= SWEEP_BUDGET - std::time::Duration::from_secs(1));
+        // cargo lambda watch's deadline (a duration, in the past as a time): the budget.
+        let local = sweep_deadline(600_000) - std::time::Instant::now();
+        assert!(local <= SWEEP_BUDGET && local >= SWEEP_BUDGET - std::time::Duration::from_secs(1));
+        // Less than the margin left: stop at once.
+        assert!(sweep_deadline(now_ms + 1_000) <= std::time::Instant::now());
+    }
+
+    #[test]
+    fn the_sweeper_takes_eventbridge_scheduled_events_and_an_operator_grace() {
+        let scheduled: SweepRequest = serde_json::from_value(serde_json::json!({
+            "version": "0", "id": "e", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "1", "time": "2026-11-26T00:00:00Z", "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:1:rule/r"], "detail": {}
+        }))
+        .unwrap();
+        assert_eq!(scheduled.grace_seconds, None);
+        let now: SweepRequest = serde_json::from_str(r#"{"graceSeconds": 0}"#).unwrap();
+        assert_eq!(now.grace_seconds, Some(0));
+        assert!(serde_json::from_str::<SweepRequest>(r#"{"graceSeconds": -1}"#).is_err());
     }
 }

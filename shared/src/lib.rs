@@ -16,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod lambda;
+pub mod purge;
 pub mod rate_limit;
 pub mod routes;
 pub mod store;

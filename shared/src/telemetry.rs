@@ -65,6 +65,8 @@ pub enum Unit {
     Count,
     /// A duration in milliseconds.
     Milliseconds,
+    /// A duration in seconds.
+    Seconds,
 }
 
 impl Unit {
@@ -72,6 +74,7 @@ impl Unit {
         match self {
             Self::Count => "Count",
             Self::Milliseconds => "Milliseconds",
+            Self::Seconds => "Seconds",
         }
     }
 }

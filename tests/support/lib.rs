@@ -317,14 +317,7 @@ impl ApiClient {
         body: impl Into<reqwest::Body>,
         headers: &[(&str, &str)],
     ) -> Answer {
-        let mut request = self.http.post(api_url(path)).body(body);
-        if let Some(origin) = &self.origin {
-            request = request.header("origin", origin);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        self.send(request).await
+        self.send(self.mutating(self.http.post(api_url(path)).body(body), headers)).await
     }
 
     /// GETs the route `path` with query parameters.
@@ -334,11 +327,32 @@ impl ApiClient {
 
     /// DELETEs the route `path` with query parameters, with the client's Origin.
     pub async fn delete(&self, path: &str, query: &[(&str, &str)]) -> Answer {
-        let mut request = self.http.delete(api_url(path)).query(query);
+        self.delete_with(path, query, &[]).await
+    }
+
+    /// DELETEs the route `path` with query parameters, the client's Origin and `headers`.
+    pub async fn delete_with(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        self.send(self.mutating(self.http.delete(api_url(path)).query(query), headers)).await
+    }
+
+    /// A mutating request as browsers send it: the client's Origin, plus `headers`.
+    fn mutating(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        headers: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
         if let Some(origin) = &self.origin {
             request = request.header("origin", origin);
         }
-        self.send(request).await
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
     }
 
     /// Sends a message to a session; the whole answer.
@@ -476,9 +490,14 @@ pub async fn provider_calls_until(
 /// Invokes the worker directly (the Lambda Invoke API of `cargo lambda watch`), as a second
 /// delivery of the state machine's start would: its answer.
 pub async fn invoke_worker(session_id: &str, run_id: &str) -> Value {
+    invoke("worker", serde_json::json!({ "sessionId": session_id, "runId": run_id })).await
+}
+
+/// Invokes the function `name` directly with `payload` (the Lambda Invoke API of
+/// `cargo lambda watch`, as the state machine or a schedule would): its answer.
+pub async fn invoke(name: &str, payload: Value) -> Value {
     let base = std::env::var("KNOQ_API_URL").expect("KNOQ_API_URL: run through `make test`");
-    let url = format!("{base}/2015-03-31/functions/worker/invocations");
-    let payload = serde_json::json!({ "sessionId": session_id, "runId": run_id });
+    let url = format!("{base}/2015-03-31/functions/{name}/invocations");
     let response = reqwest::Client::new().post(url).json(&payload).send().await.unwrap();
     assert!(response.status().is_success(), "{response:?}");
     response.json().await.unwrap()
@@ -510,6 +529,7 @@ pub struct Fault {
     error: String,
     count: Option<u32>,
     contains: Option<String>,
+    after: u32,
 }
 
 impl Fault {
@@ -524,7 +544,14 @@ impl Fault {
             error: error.into(),
             count: None,
             contains: None,
+            after: 0,
         }
+    }
+
+    /// Only once `count` matching requests have been served normally.
+    pub fn after(mut self, count: u32) -> Self {
+        self.after = count;
+        self
     }
 
     /// Only the next `count` matching requests (SDK retries count: each is a request).
@@ -547,6 +574,7 @@ impl Fault {
             "error": self.error,
             "count": self.count,
             "contains": self.contains,
+            "after": self.after,
         });
         let response = reqwest::Client::new()
             .post(faults_url())

@@ -2,13 +2,17 @@
 //!
 //! Session cookie (401) → Origin (403) → query (400) → one conditional `UpdateItem` that
 //! marks the session deleted and cancelled (404 when it is not the caller's, or already
-//! deleted) → every event removed (paged `BatchWriteItem`, unprocessed items retried) → the
-//! session item removed → `{"ok":true}`.
+//! deleted) → its events removed for up to [`DELETE_PURGE_BUDGET`] (paged `BatchWriteItem`,
+//! unprocessed items retried) → the session item removed → `{"ok":true}`.
 //!
 //! From the mark on, the session is 404 on every route and never listed, no event can be
 //! appended to it, and a run in flight exits at its next poll writing nothing (the execution
-//! succeeds). If the purge is interrupted, the marked item's TTL (a day) removes the session
-//! anyway, and a later delete of the same id, while it still answers 404, finishes the purge.
+//! succeeds). The mark is the delete: once it is written the answer is `{"ok":true}` even if
+//! the purge could not finish here (a transcript too long for the budget, DynamoDB failing,
+//! this function dying half-way). The marked item stays in the purge queue until its last
+//! event is gone, and the purge sweeper (`crate::purge`) finishes what was left, within a
+//! minute or so. A later delete of the same id, while it still answers 404, also goes on
+//! with the purge.
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -19,7 +23,15 @@ use crate::clock::Instant;
 use crate::domain::SessionId;
 use crate::error::ApiError;
 use crate::http::query_param;
+use crate::purge::DELETE_PURGE_BUDGET;
 use crate::store::sessions::DeleteMark;
+use crate::telemetry::{self, Unit};
+
+const ROUTE: &str = "DELETE /api/managed-agents/session";
+
+/// The request header with which a test, where fault injection is enabled, shortens the
+/// purge budget (milliseconds; 0 removes one batch of events and leaves the rest).
+pub const PURGE_BUDGET_FAULT_HEADER: &str = "x-knoq-fault-purge-budget-ms";
 
 /// Handles one delete request.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
@@ -34,21 +46,48 @@ async fn delete(app: &App, request: &Request) -> Result<Value, ApiError> {
     let session_id = session_id_from(&raw_id)?;
     match app.sessions.mark_deleted(&scope, &session_id, Instant::now()).await? {
         DeleteMark::Marked => {
-            let events = purge(app, &session_id).await?;
-            tracing::info!(session_id = %session_id, events, "session deleted");
+            purge_within_budget(app, request, &session_id).await;
             Ok(json!({ "ok": true }))
         }
         DeleteMark::AlreadyDeleting => {
-            // Gone for the caller already; finish what an interrupted delete left.
-            purge(app, &session_id).await?;
+            // Gone for the caller already; go on with what an interrupted delete left.
+            purge_within_budget(app, request, &session_id).await;
             Err(ApiError::SessionNotFound)
         }
         DeleteMark::NotFound => Err(ApiError::SessionNotFound),
     }
 }
 
-async fn purge(app: &App, session_id: &SessionId) -> Result<usize, ApiError> {
-    let events = app.events.purge(&session_id.as_string()).await?;
-    app.sessions.remove_deleted(session_id).await?;
-    Ok(events)
+/// Purges the marked session for up to the budget; whatever is left, the sweeper finishes.
+/// Never fails the request: the session is already gone for its owner.
+async fn purge_within_budget(app: &App, request: &Request, session_id: &SessionId) {
+    let budget = app
+        .config
+        .workflow
+        .fault_injection
+        .then(|| request.headers().get(PURGE_BUDGET_FAULT_HEADER)?.to_str().ok()?.parse().ok())
+        .flatten()
+        .map_or(DELETE_PURGE_BUDGET, std::time::Duration::from_millis);
+    let deadline = std::time::Instant::now() + budget;
+    match app.purger.purge_session(session_id, deadline).await {
+        Ok(progress) if progress.finished => {
+            tracing::info!(session_id = %session_id, events = progress.deleted, "session deleted");
+        }
+        Ok(progress) => {
+            tracing::info!(
+                session_id = %session_id,
+                events = progress.deleted,
+                "session deleted; the purge sweeper removes the rest of its events"
+            );
+            telemetry::emit(ROUTE, &[("PurgeLeftToSweeper", 1.0, Unit::Count)]);
+        }
+        Err(error) => {
+            tracing::warn!(
+                session_id = %session_id,
+                %error,
+                "session deleted; its purge failed and the purge sweeper finishes it"
+            );
+            telemetry::emit(ROUTE, &[("PurgeLeftToSweeper", 1.0, Unit::Count)]);
+        }
+    }
 }

@@ -35,6 +35,15 @@ const BATCH_WRITE_MAX: usize = 25;
 /// (400 KB) and the JSON around the events.
 pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// What one [`EventStore::purge`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeProgress {
+    /// Events it deleted.
+    pub deleted: usize,
+    /// Whether the session has no event left (false: its deadline came first).
+    pub finished: bool,
+}
+
 /// One page of a transcript.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventPage {
@@ -143,11 +152,17 @@ impl EventStore {
         }
     }
 
-    /// Deletes every event of `session_id`: pages of keys from a strongly consistent
-    /// `Query`, removed with `BatchWriteItem` in batches of 25, unprocessed items sent again
-    /// with a growing wait. The session must already refuse new events (marked deleted), so
-    /// the pages see them all. Returns how many were deleted.
-    pub async fn purge(&self, session_id: &str) -> Result<usize, StoreError> {
+    /// Deletes the events of `session_id` until none is left or `deadline` has passed:
+    /// pages of keys from a strongly consistent `Query`, removed with `BatchWriteItem` in
+    /// batches of 25, unprocessed items sent again with a growing wait. The deadline is
+    /// looked at after each batch, so every call removes at least one batch (a purge resumed
+    /// again and again always gets on). The session must already refuse new events (marked
+    /// deleted), so the pages see them all.
+    pub async fn purge(
+        &self,
+        session_id: &str,
+        deadline: std::time::Instant,
+    ) -> Result<PurgeProgress, StoreError> {
         let mut deleted = 0;
         let mut start = None;
         loop {
@@ -164,7 +179,9 @@ impl EventStore {
                 .await
                 .map_err(|e| StoreError::sdk("Query", e))?;
             let keys = page.items.unwrap_or_default();
-            for chunk in keys.chunks(BATCH_WRITE_MAX) {
+            let last_page = page.last_evaluated_key.as_ref().is_none_or(|key| key.is_empty());
+            let batches = keys.len().div_ceil(BATCH_WRITE_MAX);
+            for (index, chunk) in keys.chunks(BATCH_WRITE_MAX).enumerate() {
                 let requests = chunk
                     .iter()
                     .map(|key| {
@@ -177,10 +194,14 @@ impl EventStore {
                     .collect::<Result<Vec<_>, StoreError>>()?;
                 self.write_all(requests).await?;
                 deleted += chunk.len();
+                let done = last_page && index + 1 == batches;
+                if !done && std::time::Instant::now() >= deadline {
+                    return Ok(PurgeProgress { deleted, finished: false });
+                }
             }
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(deleted),
+                _ => return Ok(PurgeProgress { deleted, finished: true }),
             }
         }
     }

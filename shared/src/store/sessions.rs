@@ -6,8 +6,9 @@
 //! live run's expiry then; 0 for none; who cancelled is the owner, and which request did is
 //! in that request's log line); once
 //! ended for good, `terminated_at`; `queued_messages` (user messages waiting for the next turn
-//! of the active run) and `runs_started`; while being deleted, `deleted_at` and the TTL
-//! `expires_at` (the backstop if the purge is interrupted).
+//! of the active run) and `runs_started`; while being deleted (a tombstone), `deleted_at`
+//! and `purge_queue`, its key in the [`PURGE_QUEUE_INDEX`] that the purge sweeper reads:
+//! the item stays until its last event is gone, however long that takes.
 //!
 //! Every event is appended in one transaction with an update of its session item, and that
 //! update carries the guard that decides whether the event may be written at all:
@@ -67,8 +68,24 @@ pub const LIST_INDEX_BUDGET: usize = 10;
 /// deleted ones among them cost no extra page.
 const LIST_SLACK: usize = 10;
 
-/// How long a session marked deleted may outlive an interrupted purge: its TTL.
-const DELETED_SESSION_TTL_SECS: i64 = 24 * 3600;
+/// The sparse index of sessions marked deleted whose events may not all be gone yet:
+/// `purge_queue` (always [`PURGE_PENDING`]) and `deleted_at`, oldest first. Only tombstones
+/// carry `purge_queue`, so the index holds just the purges still to finish; removing the
+/// tombstone (the last step of a purge) takes it out. One partition takes about 1,000 marks
+/// a second; well above any delete rate this service sees (shard the value if that changes).
+pub const PURGE_QUEUE_INDEX: &str = "purge_queue";
+
+/// The one `purge_queue` value.
+const PURGE_PENDING: &str = "pending";
+
+/// One page of the purge queue ([`SessionStore::pending_purges`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurgeQueuePage {
+    /// Sessions marked deleted, oldest mark first, each with when it was marked.
+    pub sessions: Vec<(SessionId, Instant)>,
+    /// Where the next page starts; `None` when this was the last.
+    pub next: Option<Item>,
+}
 
 /// The run a session has in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -685,8 +702,9 @@ impl SessionStore {
 
     /// Marks the caller's session deleted, cancelling it if it was not (so a run in flight
     /// exits at its next poll, writing nothing), with one conditional `UpdateItem`. From
-    /// then on every route answers 404 for it and no event can be appended. The item gets
-    /// a TTL, the backstop should the purge that follows be interrupted.
+    /// then on every route answers 404 for it and no event can be appended. The mark also
+    /// puts the session in the [`PURGE_QUEUE_INDEX`], so that a purge interrupted at any
+    /// point is finished by the sweeper; the item has no TTL, it outlives its events.
     pub async fn mark_deleted(
         &self,
         scope: &UserScope,
@@ -703,14 +721,14 @@ impl SessionStore {
                 .key("id", s(id.as_string()))
                 .update_expression(
                     "SET deleted_at = :now, cancelled_at = if_not_exists(cancelled_at, :now), \
-                 updated_at = :now, expires_at = :ttl",
+                 updated_at = :now, purge_queue = :pending",
                 )
                 .condition_expression(
                     "attribute_exists(id) AND user_id = :user AND org_id = :org \
                  AND attribute_not_exists(deleted_at)",
                 )
                 .expression_attribute_values(":now", s(&at))
-                .expression_attribute_values(":ttl", n(now.epoch_secs() + DELETED_SESSION_TTL_SECS))
+                .expression_attribute_values(":pending", s(PURGE_PENDING))
                 .expression_attribute_values(":user", s(scope.user_id()))
                 .expression_attribute_values(":org", s(scope.org_id()))
                 .return_values_on_condition_check_failure(
@@ -850,6 +868,47 @@ impl SessionStore {
             return Err(StoreError::Unfinished(format!("{} sessions left unread", keys.len())));
         }
         Ok(sessions)
+    }
+
+    /// One page of up to `limit` sessions marked deleted at or before `marked_before` whose
+    /// purge is not known to be finished, oldest mark first (one `Query` of the
+    /// [`PURGE_QUEUE_INDEX`]), each with when it was marked; `after` is the previous page's
+    /// `next`.
+    pub async fn pending_purges(
+        &self,
+        marked_before: Instant,
+        limit: usize,
+        after: Option<Item>,
+    ) -> Result<PurgeQueuePage, StoreError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.sessions_table)
+            .index_name(PURGE_QUEUE_INDEX)
+            .key_condition_expression("purge_queue = :pending AND deleted_at <= :before")
+            .expression_attribute_values(":pending", s(PURGE_PENDING))
+            .expression_attribute_values(":before", s(marked_before.rfc3339()))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .set_exclusive_start_key(after)
+            .send()
+            .await
+            .map_err(|e| StoreError::sdk("Query", e))?;
+        let sessions = output
+            .items
+            .unwrap_or_default()
+            .iter()
+            .map(|item| {
+                let id = SessionId::parse(&require_s(item, "id")?)
+                    .ok_or_else(|| StoreError::Corrupt("purge queue: a malformed id".into()))?;
+                let marked =
+                    Instant::parse_rfc3339(&require_s(item, "deleted_at")?).ok_or_else(|| {
+                        StoreError::Corrupt("purge queue: a malformed deleted_at".into())
+                    })?;
+                Ok((id, marked))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        let next = output.last_evaluated_key.filter(|key| !key.is_empty());
+        Ok(PurgeQueuePage { sessions, next })
     }
 
     /// Removes a session item marked deleted (the last step of a delete).
