@@ -299,7 +299,13 @@ impl ApiClient {
         }
         let response = request.send().await.expect("the local API answers");
         let status = response.status();
-        assert_eq!(response.headers()["content-type"], "application/json");
+        let content_type = response.headers().get("content-type").cloned();
+        if content_type.as_ref().is_none_or(|value| value != "application/json") {
+            // Not an answer of ours (`cargo lambda watch` answers its own failures in text):
+            // say what it was.
+            let body = response.text().await.unwrap_or_default();
+            panic!("{status} with content-type {content_type:?}: {body:.500}");
+        }
         let retry_after =
             response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
         (status, retry_after, response.json().await.expect("a JSON body"))
