@@ -448,3 +448,37 @@ async fn the_list_shows_fifty_when_the_newest_sessions_are_deleted() {
     assert_eq!(listed.len(), 50);
     assert_eq!(listed_ids(&listed), live[..50], "the 50 newest live sessions");
 }
+
+#[tokio::test]
+async fn a_lost_response_of_the_next_turns_start_still_starts_that_turn() {
+    let client = ApiClient::for_new_caller().await;
+    let (id, run) = client.create("Start something long [[emu delay_ms=200]]").await;
+    // The checker's start of the next turn (the one write that bumps turn_seq) commits,
+    // and its answer is lost: the SDK sends it again and the copy's condition refuses it.
+    let lost = Fault::new("UpdateItem", "SessionsTable", "CommittedResponseLost")
+        .containing(&id)
+        .containing("turn_seq + :one")
+        .times(1)
+        .plant()
+        .await;
+    let patient = Duration::from_millis(100);
+    client
+        .transcript_until(&id, patient, Duration::from_secs(30), |t| {
+            count_of(t, "tool_result") == 1
+        })
+        .await;
+    let (status, _, body) = client.message(&id, "Also check the budget").await;
+    assert_eq!((status.as_u16(), body), (200, json!({ "ok": true })));
+    let done = client
+        .transcript_until(&id, patient, Duration::from_secs(60), |t| {
+            count_of(t, "status_idle") == 1 || count_of(t, "error") > 0
+        })
+        .await;
+    assert_eq!(lost.hits().await, 1, "the next turn's start met the fault");
+    lost.clear().await;
+    let types = event_types(&done);
+    assert_eq!(count_of(&done, "error"), 0, "no worker_lost: {types:?}");
+    assert_eq!(count_of(&done, "tool_use"), 2, "the queued message got its turn: {types:?}");
+    assert_eq!(types.last().map(String::as_str), Some("status_idle"));
+    assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
+}

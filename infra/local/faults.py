@@ -86,8 +86,13 @@ def plant(spec: dict[str, Any]) -> str:
     if fault["error"] not in ERRORS:
         raise ValueError(f"error must be one of {', '.join(ERRORS)}")
     contains = spec.get("contains")
-    if contains is not None and (not isinstance(contains, str) or not contains):
-        raise ValueError("contains must be a non-empty string")
+    if isinstance(contains, str):
+        contains = [contains]
+    if contains is not None and (
+        not isinstance(contains, list) or not contains
+        or not all(isinstance(text, str) and text for text in contains)
+    ):
+        raise ValueError("contains must be a non-empty string or a list of them")
     count = spec.get("count")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise ValueError("count must be a positive integer (omit it for every request)")
@@ -145,7 +150,7 @@ def _take(operation: str, raw_body: str) -> tuple[dict[str, Any], int | None] | 
         for fault in _faults.values():
             if fault["operation"] != operation or fault["remaining"] == 0:
                 continue
-            if fault["contains"] is not None and fault["contains"] not in raw_body:
+            if fault["contains"] is not None and not all(text in raw_body for text in fault["contains"]):
                 continue
             index = next(
                 (i for i, name in enumerate(tables) if name.endswith(fault["table"])), None

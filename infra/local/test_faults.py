@@ -23,6 +23,7 @@ class FaultsTest(unittest.TestCase):
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "count": 0}, "count"),
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "count": True}, "count"),
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "contains": ""}, "contains"),
+            ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "contains": ["a", ""]}, "contains"),
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "after": -1}, "after"),
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "after": "2"}, "after"),
         ]:
@@ -50,6 +51,15 @@ class FaultsTest(unittest.TestCase):
             self.assertIsNotNone(faults._take("Query", body))
         self.assertEqual(faults.clear(fault_id), 1)
         self.assertIsNone(faults._take("Query", body))
+
+    def test_a_fault_with_several_texts_matches_requests_holding_them_all(self):
+        faults.plant({"operation": "UpdateItem", "table": "SessionsTable",
+                      "error": "CommittedResponseLost", "contains": ["s-1", "turn_seq + :one"]})
+        body = json.dumps({"TableName": "p-SessionsTable", "Key": {"id": {"S": "s-1"}},
+                           "UpdateExpression": "SET turn_seq = turn_seq + :one"})
+        self.assertIsNone(faults._take("UpdateItem", body.replace("turn_seq + :one", "x = :y")))
+        self.assertIsNone(faults._take("UpdateItem", body.replace("s-1", "s-2")))
+        self.assertIsNotNone(faults._take("UpdateItem", body))
 
     def test_a_fault_with_after_lets_that_many_matching_requests_through_first(self):
         faults.plant({"operation": "BatchWriteItem", "table": "EventsTable",

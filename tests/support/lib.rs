@@ -527,14 +527,14 @@ pub fn agent_texts(transcript: &Value) -> Vec<String> {
 
 /// A DynamoDB fault for the emulator to inject (`infra/local/faults.py`, on the stack
 /// `make test` starts): the next `count` requests of `operation` on a table whose name ends
-/// with `table` (and whose body contains `contains`, if set) fail with `error`.
+/// with `table` (and whose body contains every text of `contains`) fail with `error`.
 #[derive(Debug, Clone)]
 pub struct Fault {
     operation: String,
     table: String,
     error: String,
     count: Option<u32>,
-    contains: Option<String>,
+    contains: Vec<String>,
     after: u32,
 }
 
@@ -549,7 +549,7 @@ impl Fault {
             table: table.into(),
             error: error.into(),
             count: None,
-            contains: None,
+            contains: Vec::new(),
             after: 0,
         }
     }
@@ -566,9 +566,10 @@ impl Fault {
         self
     }
 
-    /// Only requests whose body contains `text` (a session id: tests run side by side).
+    /// Only requests whose body contains `text` (a session id: tests run side by side);
+    /// called again, requests holding every text given.
     pub fn containing(mut self, text: &str) -> Self {
-        self.contains = Some(text.into());
+        self.contains.push(text.into());
         self
     }
 
@@ -579,7 +580,7 @@ impl Fault {
             "table": self.table,
             "error": self.error,
             "count": self.count,
-            "contains": self.contains,
+            "contains": (!self.contains.is_empty()).then_some(&self.contains),
             "after": self.after,
         });
         let response = reqwest::Client::new()

@@ -667,14 +667,18 @@ impl SessionStore {
     /// Starts `run`'s next turn, for the user messages queued during the one that just
     /// finished: the step counter and turn clock restart and the queue is emptied, if
     /// nothing changed since the read. Writes no event (the next turn's events follow the
-    /// queued messages). `false` when refused.
+    /// queued messages). `false` when refused. A write whose answer was lost, so that the
+    /// SDK sent it again and its own effect refused the copy, counts as written: the item
+    /// then shows this run, the next turn number and this call's turn clock.
     pub async fn start_next_turn(
         &self,
         session: &SessionRecord,
         run: &ActiveRun,
         now: Instant,
     ) -> Result<bool, StoreError> {
+        let attempts = Attempts::default();
         let result = retry_conflicts(|| {
+            attempts.reset();
             self.client
                 .update_item()
                 .table_name(&self.sessions_table)
@@ -694,10 +698,27 @@ impl SessionStore {
                 .expression_attribute_values(":run", s(run.id.as_str()))
                 .expression_attribute_values(":step", n(run.step))
                 .expression_attribute_values(":seen", n(session.queued_messages))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .customize()
+                .interceptor(attempts.clone())
                 .send()
         })
         .await;
-        updated(result)
+        match result {
+            Err(error) if attempts.retried() => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    Ok(failed.item().is_some_and(|old| {
+                        get_s(old, "active_run") == Some(run.id.as_str())
+                            && get_i64(old, "run_started_at") == Some(now.epoch_millis())
+                            && get_i64(old, "turn_seq") == i64::try_from(session.turn_seq + 1).ok()
+                    }))
+                }
+                _ => Err(StoreError::sdk("UpdateItem", error)),
+            },
+            other => updated(other),
+        }
     }
 
     /// Marks the caller's session deleted, cancelling it if it was not (so a run in flight
