@@ -1,10 +1,12 @@
-//! The DynamoDB-backed rate limiter under concurrency, and the cancel route's use of it.
+//! The DynamoDB-backed rate limiter under concurrency, and the cancel, transcript and list
+//! routes' use of it.
 
 use futures::future::join_all;
+use knoq_shared::App;
 use knoq_shared::clock::Instant;
 use knoq_shared::error::ApiError;
-use knoq_shared::rate_limit::{Limit, RouteLimits};
-use knoq_shared::routes::cancel;
+use knoq_shared::rate_limit::{Limit, Maxima, RateLimits, RouteLimits};
+use knoq_shared::routes::{cancel, list_sessions, transcript};
 use knoq_tests::*;
 use serde_json::json;
 
@@ -119,4 +121,75 @@ async fn cancel_counts_every_authenticated_request_including_400_and_404() {
         assert!((1..=60).contains(&secs), "Retry-After {secs}");
         assert!(body["error"].as_str().unwrap().starts_with("rate limit exceeded"));
     }
+}
+
+/// An app against the emulator that allows `max` reads a minute: the test stack's own limit
+/// is raised for the tests that poll transcripts (infra/local/run.sh).
+async fn app_with_read_limit(max: u32) -> App {
+    let mut config = config();
+    config.rate_limits = RateLimits::new(Maxima { reads_per_minute: max, ..Maxima::default() });
+    App::new(config, &knoq_shared::app::load_sdk_config().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transcript_and_list_share_one_read_limit_per_user_that_only_authenticated_reads_use() {
+    with_window_room(20).await;
+    let app = app_with_read_limit(3).await;
+    let caller = new_caller().await;
+    let session = quiet_session(&app, &caller, "Read me").await;
+    let expired = issue_token(&caller.user_id, &caller.org_id, -60).await;
+    let as_caller = As { token: Some(&caller.token), origin: None };
+    let transcript_of = |who: As<'_>, id: &str| {
+        let request = get("/api/managed-agents/transcript", who, &[("sessionId", id)]);
+        let app = &app;
+        async move { read(transcript::handle(app, request).await) }
+    };
+    let list = |who: As<'_>| {
+        let request = get("/api/managed-agents/sessions", who, &[]);
+        let app = &app;
+        async move { read(list_sessions::handle(app, request).await) }
+    };
+    let unauthenticated = || async {
+        for token in [None, Some(expired.as_str())] {
+            let who = As { token, origin: None };
+            assert_eq!(transcript_of(who.clone(), &session).await.0, 401);
+            assert_eq!(list(who).await.0, 401);
+        }
+    };
+
+    // Refused at the cookie (none, or this very user's expired one): no counter is touched.
+    unauthenticated().await;
+    assert!(counters_of(&caller.user_id).await.is_empty(), "a 401 counted");
+
+    // Three reads of either route, a 404 among them (every authenticated request counts) ...
+    assert_eq!(transcript_of(as_caller.clone(), &session).await.0, 200);
+    assert_eq!(list(as_caller.clone()).await.0, 200);
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(transcript_of(as_caller.clone(), &unknown).await.0, 404);
+    // ... and the fourth, of either route, is refused.
+    let refused = [list(as_caller.clone()).await, transcript_of(as_caller.clone(), &session).await];
+    for (status, retry_after, body) in refused {
+        assert_eq!(status, 429, "{body}");
+        let secs: u64 = retry_after.as_deref().expect("Retry-After header").parse().unwrap();
+        assert!((1..=60).contains(&secs), "Retry-After {secs}");
+        let error = body["error"].as_str().expect("{\"error\": ...}");
+        assert!(error.starts_with("rate limit exceeded: at most 3 "), "{error}");
+        assert!(error.contains("per minute"), "{error}");
+    }
+
+    // One counter for both routes, holding exactly the admitted reads.
+    let counters = counters_of(&caller.user_id).await;
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    assert!(attr(&counters[0], "pk").unwrap().starts_with("reads#"), "{counters:?}");
+    assert_eq!(number(&counters[0], "hits"), Some(3));
+
+    // Still 401, not 429, without a valid cookie, and still nothing counted for it.
+    unauthenticated().await;
+    assert_eq!(number(&counters_of(&caller.user_id).await[0], "hits"), Some(3));
+
+    // Another user, even in the same organisation, reads on.
+    let other = caller_in(&unique("user"), &caller.org_id).await;
+    let as_other = As { token: Some(&other.token), origin: None };
+    assert_eq!(list(as_other.clone()).await.0, 200);
+    assert_eq!(transcript_of(as_other, &session).await.0, 404, "not theirs, but not limited");
 }

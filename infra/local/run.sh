@@ -15,6 +15,11 @@
 #
 # Everything listens on 127.0.0.1 only. Ports can be moved with KNOQ_EMULATOR_PORT and
 # KNOQ_API_PORT (test and bench default to 4599 and 9099, so they run beside `make dev`).
+#
+# The read limit (GET /transcript and GET /sessions together, per user): `make dev` keeps the
+# template's 300 a minute, as production; `make test` raises it to 100000, since its tests
+# poll transcripts every 25-100 ms (tests/rate_limit.rs checks the limit with its own low
+# one). KNOQ_READS_LIMIT_PER_MINUTE sets it in any mode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -35,6 +40,11 @@ case "$MODE" in
   *) echo "usage: run.sh dev|test|bench|bench-workflow" >&2; exit 2 ;;
 esac
 ENV_FILE=${KNOQ_ENV_FILE:-.local/$MODE.env}
+if [ "$MODE" = test ]; then READS_LIMIT=${KNOQ_READS_LIMIT_PER_MINUTE:-100000}
+else READS_LIMIT=${KNOQ_READS_LIMIT_PER_MINUTE:-}; fi
+# Template parameters stack.py sets for this run, over its LOCAL_PARAMETERS.
+STACK_PARAMETERS=()
+[ -z "$READS_LIMIT" ] || STACK_PARAMETERS+=(--parameter "ReadsLimitPerMinute=$READS_LIMIT")
 ORIGIN=${KNOQ_ALLOWED_ORIGIN:-http://127.0.0.1:$API_PORT}
 PIDS=()
 
@@ -123,14 +133,15 @@ start_emulator() {
   rm -f "$ENV_FILE"
   if [ -n "$EXTERNAL_ENDPOINT" ]; then
     "$PY" infra/local/stack.py provision --endpoint "$EXTERNAL_ENDPOINT" \
-      --prefix "knoq-$MODE-$(date +%s)-" --env-file "$ENV_FILE" --allowed-origin "$ORIGIN"
+      --prefix "knoq-$MODE-$(date +%s)-" --env-file "$ENV_FILE" --allowed-origin "$ORIGIN" \
+      "${STACK_PARAMETERS[@]}"
     return 0
   fi
   # The state machine's Lambda invokes go to `cargo lambda watch`, which serves the
   # Lambda Invoke API on the API port.
   AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$API_PORT" \
     start "$PY" infra/local/stack.py serve --port "$EMU_PORT" --env-file "$ENV_FILE" \
-    --allowed-origin "$ORIGIN" "$@"
+    --allowed-origin "$ORIGIN" "${STACK_PARAMETERS[@]}" "$@"
   for _ in $(seq 1 120); do
     [ -s "$ENV_FILE" ] && return 0
     kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "run.sh: the emulator exited" >&2; exit 1; }

@@ -19,6 +19,9 @@ creates the same tables and state machines on an emulator that is already runnin
 functions by their local names, so runs only progress where those names resolve to the
 functions (the project's own emulator passes them to `cargo lambda watch`).
 
+Both take `--parameter NAME=VALUE` (repeatable) to set a template parameter for this stack
+only, over LOCAL_PARAMETERS: `make test` raises the read limit that way (run.sh).
+
     python infra/local/stack.py check
 
 parses the template and prints what `serve` would create, without starting anything.
@@ -275,10 +278,27 @@ def _inject_dynamodb_faults() -> None:
 #: Parameters the local stack sets differently from the template's defaults: a cancel is
 #: seen within one second, as SPEC's local contract says; the session cookie loses its
 #: `__Host-` prefix, which browsers honour only on cookies set over https.
+#: `ReadsLimitPerMinute` stays the template's 300 here, so `make dev` answers as production
+#: does; `make test`, whose tests poll transcripts every 25-100 ms, raises it with
+#: `--parameter` (run.sh).
 LOCAL_PARAMETERS = {
     "PollIntervalSeconds": "1",
     "SessionCookieName": "knoq_session",
 }
+
+
+def parameter_overrides(template: dict, pairs: list[str] | None) -> dict[str, str]:
+    """`--parameter NAME=VALUE` arguments as a dict, each NAME a parameter of the template
+    (a misspelt one would otherwise be ignored without a word)."""
+    overrides = {}
+    for pair in pairs or []:
+        name, equals, value = pair.partition("=")
+        if not equals or not name:
+            raise SystemExit(f"stack: --parameter {pair!r}: expected NAME=VALUE")
+        if name not in template.get("Parameters", {}):
+            raise SystemExit(f"stack: --parameter {name}: template.yaml has no such parameter")
+        overrides[name] = value
+    return overrides
 
 
 def asynchronous_functions(template: dict) -> set[str]:
@@ -396,12 +416,14 @@ def provision(
     from_environment: bool,
     extra_environment: dict[str, str] | None = None,
     provider: dict[str, str] | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> None:
     """Creates every table and state machine of the template on `endpoint` (tables that
     exist already are left alone; state machines are updated) and writes the functions'
-    environment for that endpoint to `env_file`. Region and credentials are the emulator's
-    dummies unless `from_environment` takes them from the standard AWS variables (an
-    emulator this script did not start may want its own)."""
+    environment for that endpoint to `env_file`, with `parameters` (template parameter ->
+    value) over LOCAL_PARAMETERS. Region and credentials are the emulator's dummies unless
+    `from_environment` takes them from the standard AWS variables (an emulator this script
+    did not start may want its own)."""
     import os
 
     import boto3
@@ -464,6 +486,7 @@ def provision(
                 **LOCAL_PARAMETERS,
                 "AllowedOrigin": allowed_origin,
                 **provider_parameters(secret_arn, provider),
+                **(parameters or {}),
             },
             region,
         ),
@@ -534,7 +557,10 @@ def serve(args: argparse.Namespace) -> None:
     else:
         print("stack: AWS_ENDPOINT_URL_LAMBDA is not set; state machine runs cannot reach the functions", flush=True)
     extra = {"KNOQ_FAULT_INJECTION": "enabled"} if args.fault_injection else {}
-    provision(endpoint, args.prefix, Path(args.env_file), args.allowed_origin, False, extra)
+    parameters = parameter_overrides(load_template(), args.parameter)
+    provision(
+        endpoint, args.prefix, Path(args.env_file), args.allowed_origin, False, extra, parameters=parameters
+    )
 
     stop = threading.Event()
     if args.run_schedules and lambda_endpoint:
@@ -547,7 +573,8 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def provision_command(args: argparse.Namespace) -> None:
-    provision(args.endpoint, args.prefix, Path(args.env_file), args.allowed_origin, True)
+    parameters = parameter_overrides(load_template(), args.parameter)
+    provision(args.endpoint, args.prefix, Path(args.env_file), args.allowed_origin, True, parameters=parameters)
 
 
 def check(_: argparse.Namespace) -> None:
@@ -592,6 +619,13 @@ def main() -> None:
     provision_parser.add_argument("--env-file", required=True)
     provision_parser.add_argument("--allowed-origin", default="http://127.0.0.1:9000")
     provision_parser.set_defaults(run=provision_command)
+    for command_parser in (serve_parser, provision_parser):
+        command_parser.add_argument(
+            "--parameter",
+            action="append",
+            metavar="NAME=VALUE",
+            help="set a template parameter for this stack (repeatable), over the local defaults",
+        )
     check_parser = commands.add_parser("check", help="print what serve would create")
     check_parser.set_defaults(run=check)
     args = parser.parse_args()

@@ -84,6 +84,7 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
     # routes/list_sessions.rs -> sessions.list_owned
     "ListSessionsFunction": {
         AUTH: {"dynamodb:GetItem"},
+        LIMITS: {"dynamodb:UpdateItem"},  # the read limit, shared with transcript: one UpdateItem
         OWNER_INDEX: {"dynamodb:Query"},
         SESSIONS: {"dynamodb:BatchGetItem"},  # consistent re-read of the listed ids
     },
@@ -104,6 +105,7 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
     # routes/transcript.rs
     "TranscriptFunction": {
         AUTH: {"dynamodb:GetItem"},
+        LIMITS: {"dynamodb:UpdateItem"},  # the read limit, shared with list: one UpdateItem
         SESSIONS: {"dynamodb:GetItem"},  # get_owned
         EVENTS: {"dynamodb:Query"},  # events.page
     },

@@ -126,6 +126,25 @@ class TemplateTest(unittest.TestCase):
         with self.assertRaises(SystemExit):
             stack.function_environment(broken, "p-", {})
 
+    def test_the_read_limit_is_300_in_production_and_dev_and_raised_by_a_parameter_override(self):
+        parameter = self.template["Parameters"]["ReadsLimitPerMinute"]
+        self.assertEqual((parameter["Default"], parameter["MinValue"]), (300, 1))
+        dev = stack.function_environment(self.template, "p-", {**stack.LOCAL_PARAMETERS, **PROVIDER})
+        self.assertEqual(dev["RATE_LIMIT_READS_PER_MINUTE"], "300")
+        raised = stack.parameter_overrides(self.template, ["ReadsLimitPerMinute=100000"])
+        env = stack.function_environment(
+            self.template, "p-", {**stack.LOCAL_PARAMETERS, **PROVIDER, **raised}
+        )
+        self.assertEqual(env["RATE_LIMIT_READS_PER_MINUTE"], "100000")
+        self.assertEqual(env["RATE_LIMIT_CANCEL_PER_MINUTE"], "30", "the other limits keep theirs")
+
+    def test_a_parameter_override_must_name_a_template_parameter(self):
+        self.assertEqual(stack.parameter_overrides(self.template, None), {})
+        self.assertEqual(stack.parameter_overrides(self.template, ["Model=a=b"]), {"Model": "a=b"})
+        for bad in ["ReadsLimitPerMinut=5", "ReadsLimitPerMinute", "=5"]:
+            with self.assertRaises(SystemExit, msg=bad):
+                stack.parameter_overrides(self.template, [bad])
+
 
 #: The provider parameters the local stack sets (the template has no default for the secret).
 PROVIDER = stack.provider_parameters("arn:local-secret", {"base_url": "http://127.0.0.1:1"})

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::{Maxima, RateLimits};
 
 /// Why the configuration could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -219,13 +219,20 @@ impl Config {
             )?),
             fault_injection: lookup("KNOQ_FAULT_INJECTION").as_deref() == Some("enabled"),
         };
-        let defaults = RateLimits::default();
-        let rate_limits = RateLimits::new(
-            limit("RATE_LIMIT_CANCEL_PER_MINUTE", defaults.cancel.limits[0].max)?,
-            limit("RATE_LIMIT_SESSIONS_PER_MINUTE", defaults.create_session.limits[0].max)?,
-            limit("RATE_LIMIT_SESSIONS_PER_HOUR", defaults.create_session.limits[1].max)?,
-            limit("RATE_LIMIT_MESSAGES_PER_MINUTE", defaults.message.limits[0].max)?,
-        );
+        let defaults = Maxima::default();
+        let rate_limits = RateLimits::new(Maxima {
+            cancel_per_minute: limit("RATE_LIMIT_CANCEL_PER_MINUTE", defaults.cancel_per_minute)?,
+            sessions_per_minute: limit(
+                "RATE_LIMIT_SESSIONS_PER_MINUTE",
+                defaults.sessions_per_minute,
+            )?,
+            sessions_per_hour: limit("RATE_LIMIT_SESSIONS_PER_HOUR", defaults.sessions_per_hour)?,
+            messages_per_minute: limit(
+                "RATE_LIMIT_MESSAGES_PER_MINUTE",
+                defaults.messages_per_minute,
+            )?,
+            reads_per_minute: limit("RATE_LIMIT_READS_PER_MINUTE", defaults.reads_per_minute)?,
+        });
         Ok(Self {
             tables: Tables {
                 sessions: required("SESSIONS_TABLE")?,
@@ -248,6 +255,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rate_limit::Limit;
     use std::collections::HashMap;
 
     fn complete() -> HashMap<&'static str, &'static str> {
@@ -279,10 +287,26 @@ mod tests {
         let mut vars = complete();
         vars.insert("RATE_LIMIT_SESSIONS_PER_HOUR", "50");
         let limits = read(&vars).unwrap().rate_limits;
-        assert_eq!(limits, RateLimits::new(30, 10, 50, 60));
+        assert_eq!(limits, RateLimits::new(Maxima { sessions_per_hour: 50, ..Maxima::default() }));
         vars.insert("RATE_LIMIT_CANCEL_PER_MINUTE", "0");
         let err = read(&vars).unwrap_err();
         assert!(err.to_string().contains("RATE_LIMIT_CANCEL_PER_MINUTE"), "{err}");
+    }
+
+    #[test]
+    fn the_read_limit_defaults_to_300_and_is_configurable_but_not_to_zero_or_garbage() {
+        let mut vars = complete();
+        assert_eq!(read(&vars).unwrap().rate_limits.reads.limits, [Limit::per_minute(300)]);
+        vars.insert("RATE_LIMIT_READS_PER_MINUTE", " 100000 ");
+        let limits = read(&vars).unwrap().rate_limits;
+        assert_eq!(limits.reads.limits, [Limit::per_minute(100_000)]);
+        assert_eq!(limits.cancel, RateLimits::default().cancel, "the other limits keep theirs");
+        for bad in ["0", "-1", "3.5", "lots", "", "4294967296"] {
+            vars.insert("RATE_LIMIT_READS_PER_MINUTE", bad);
+            let err = read(&vars).unwrap_err().to_string();
+            assert!(err.contains("RATE_LIMIT_READS_PER_MINUTE"), "{bad:?}: {err}");
+            assert!(err.contains("at least 1"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

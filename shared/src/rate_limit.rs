@@ -89,6 +89,37 @@ pub struct RouteLimits {
     pub limits: Vec<Limit>,
 }
 
+/// The maximum of every limit, by name: what configuration sets (`config.rs`) and tests
+/// override, e.g. `Maxima { reads_per_minute: 3, ..Maxima::default() }`. Named fields, so two
+/// numbers cannot trade places the way positional arguments can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Maxima {
+    /// Cancel requests per user per minute.
+    pub cancel_per_minute: u32,
+    /// New sessions per user per minute.
+    pub sessions_per_minute: u32,
+    /// New sessions per user per hour.
+    pub sessions_per_hour: u32,
+    /// Messages per user per minute.
+    pub messages_per_minute: u32,
+    /// Transcript and session-list reads per user per minute, the two routes together.
+    pub reads_per_minute: u32,
+}
+
+impl Default for Maxima {
+    /// The contract's limits: 30 cancels a minute; 10 sessions a minute and 20 an hour;
+    /// 60 messages a minute; 300 reads (transcript and list together) a minute.
+    fn default() -> Self {
+        Self {
+            cancel_per_minute: 30,
+            sessions_per_minute: 10,
+            sessions_per_hour: 20,
+            messages_per_minute: 60,
+            reads_per_minute: 300,
+        }
+    }
+}
+
 /// The limits of every rate-limited route (configurable; defaults are the contract's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimits {
@@ -98,44 +129,46 @@ pub struct RateLimits {
     pub create_session: RouteLimits,
     /// `POST /message`: 60 a minute per user by default.
     pub message: RouteLimits,
+    /// `GET /transcript` and `GET /sessions`: one counter for both, 300 a minute per user by
+    /// default, so a client cannot double its polling by alternating the two.
+    pub reads: RouteLimits,
 }
 
 impl RateLimits {
     /// The limits with these maxima.
-    pub fn new(
-        cancel_per_minute: u32,
-        sessions_per_minute: u32,
-        sessions_per_hour: u32,
-        messages_per_minute: u32,
-    ) -> Self {
+    pub fn new(maxima: Maxima) -> Self {
         Self {
             message: RouteLimits {
                 route: "message",
                 what: "messages",
-                limits: vec![Limit::per_minute(messages_per_minute)],
+                limits: vec![Limit::per_minute(maxima.messages_per_minute)],
             },
             cancel: RouteLimits {
                 route: "cancel",
                 what: "cancel requests",
-                limits: vec![Limit::per_minute(cancel_per_minute)],
+                limits: vec![Limit::per_minute(maxima.cancel_per_minute)],
             },
             create_session: RouteLimits {
                 route: "create-session",
                 what: "new sessions",
                 limits: vec![
-                    Limit::per_minute(sessions_per_minute),
-                    Limit::per_hour(sessions_per_hour),
+                    Limit::per_minute(maxima.sessions_per_minute),
+                    Limit::per_hour(maxima.sessions_per_hour),
                 ],
+            },
+            reads: RouteLimits {
+                route: "reads",
+                what: "transcript and session-list reads",
+                limits: vec![Limit::per_minute(maxima.reads_per_minute)],
             },
         }
     }
 }
 
 impl Default for RateLimits {
-    /// The contract's limits: 30 cancels a minute; 10 sessions a minute and 20 an hour;
-    /// 60 messages a minute.
+    /// The contract's limits ([`Maxima::default`]).
     fn default() -> Self {
-        Self::new(30, 10, 20, 60)
+        Self::new(Maxima::default())
     }
 }
 
@@ -293,12 +326,28 @@ mod tests {
     #[test]
     fn counter_keys_separate_routes_users_and_windows() {
         let scope = UserScope::from_auth_record("u1".into(), "o1".into());
-        let RateLimits { cancel, create_session, message } = RateLimits::default();
+        let RateLimits { cancel, create_session, message, reads } = RateLimits::default();
         let minute = Limit::per_minute(10);
         let window = minute.window_at(Instant::from_epoch_millis(120_000));
         assert_eq!(counter_key(&scope, &create_session, minute, window), "create-session#u1#60#2");
         assert_eq!(counter_key(&scope, &cancel, minute, window), "cancel#u1#60#2");
         assert_eq!(counter_key(&scope, &message, minute, window), "message#u1#60#2");
+        assert_eq!(counter_key(&scope, &reads, minute, window), "reads#u1#60#2");
+    }
+
+    #[test]
+    fn each_maximum_sets_its_own_limit() {
+        let limits = RateLimits::new(Maxima {
+            cancel_per_minute: 1,
+            sessions_per_minute: 2,
+            sessions_per_hour: 3,
+            messages_per_minute: 4,
+            reads_per_minute: 5,
+        });
+        assert_eq!(limits.cancel.limits, [Limit::per_minute(1)]);
+        assert_eq!(limits.create_session.limits, [Limit::per_minute(2), Limit::per_hour(3)]);
+        assert_eq!(limits.message.limits, [Limit::per_minute(4)]);
+        assert_eq!(limits.reads.limits, [Limit::per_minute(5)]);
     }
 
     #[test]
@@ -307,6 +356,7 @@ mod tests {
         assert_eq!(limits.cancel.limits, [Limit { max: 30, window_secs: 60 }]);
         assert_eq!(limits.create_session.limits, [Limit::per_minute(10), Limit::per_hour(20)]);
         assert_eq!(limits.message.limits, [Limit::per_minute(60)]);
+        assert_eq!(limits.reads.limits, [Limit::per_minute(300)]);
         assert_eq!(Limit::per_hour(1).window_name(), "hour");
     }
 }

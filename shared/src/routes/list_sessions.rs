@@ -1,10 +1,12 @@
 //! `GET /api/managed-agents/sessions`: the caller's sessions, newest first.
 //!
-//! Session cookie (401) → at most [`LIST_LIMIT`] sessions of this user in this organisation,
-//! newest `updatedAt` first (`updatedAt` moves whenever an event is written), from a query
-//! of the `by_owner` index checked against the table (see `SessionStore::list_owned`).
+//! Session cookie (401) → the read limit (429), one counter shared with `GET /transcript`
+//! (see `routes/transcript.rs`: every authenticated request counts) → at most
+//! [`LIST_LIMIT`] sessions of this user in this organisation, newest `updatedAt` first
+//! (`updatedAt` moves whenever an event is written), from a query of the `by_owner` index
+//! checked against the table (see `SessionStore::list_owned`).
 //! Each summary: `id, title, status (running | idle | terminated), createdAt, updatedAt`,
-//! and `cancelledAt` when set. A GET changes nothing: no Origin needed, no rate limit.
+//! and `cancelledAt` when set. A GET changes nothing: no Origin needed.
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -25,6 +27,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 async fn list(app: &App, request: &Request) -> Result<Value, ApiError> {
     let scope = app.auth.authenticate(request).await?;
     let now = Instant::now();
+    app.limiter.admit(&scope, &app.config.rate_limits.reads, now).await?;
     let sessions: Vec<Value> = app
         .sessions
         .list_owned(&scope, LIST_LIMIT)

@@ -1,10 +1,17 @@
 //! `GET /api/managed-agents/transcript?sessionId=&sinceEventId=`: a page of a session's events.
 //!
-//! Order of checks: session cookie (401) → query (400: `sessionId` missing or not a UUID,
-//! `sinceEventId` not a UUID) → the session, read strongly consistently and scoped to the
-//! caller's user and organisation (404 otherwise) → one `Query` of the events after the
-//! cursor, at most [`PAGE_SIZE`], with `hasMore` when another page waits. A GET changes
-//! nothing, so it needs no `Origin` and counts toward no rate limit: clients poll it.
+//! Order of checks: session cookie (401) → the read limit (429), one counter shared with
+//! `GET /sessions` → query (400: `sessionId` missing or not a UUID, `sinceEventId` not a
+//! UUID) → the session, read strongly consistently and scoped to the caller's user and
+//! organisation (404 otherwise) → one `Query` of the events after the cursor, at most
+//! [`PAGE_SIZE`], with `hasMore` when another page waits. A GET changes nothing, so it needs
+//! no `Origin`.
+//!
+//! The read limit counts every authenticated request, as cancel's does, including those
+//! that end in 400 or 404: each still costs the auth read and the counter, a 404 also the
+//! session read, and counting them caps id probing too. Clients poll this route, which is
+//! why the default (300 a minute, transcript and list together) is ten times cancel's. A
+//! request refused at the cookie (401) never reaches the counter.
 //!
 //! The next page is asked for with `sinceEventId` = the last event id of this one.
 //! `workflowRunId` is the live run's id, or null when no turn is in flight. The events are
@@ -34,6 +41,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 
 async fn transcript(app: &App, request: &Request) -> Result<Value, ApiError> {
     let scope = app.auth.authenticate(request).await?;
+    app.limiter.admit(&scope, &app.config.rate_limits.reads, Instant::now()).await?;
     let raw_id = query_param(request, "sessionId")?
         .ok_or_else(|| ApiError::BadRequest("sessionId is required".into()))?;
     let session_id = session_id_from(&raw_id)?;
