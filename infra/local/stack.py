@@ -38,7 +38,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 REGION = "us-east-1"
-LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/knoq-local-state-machine"
+#: The account moto puts resources in unless told otherwise (LocalStack's is 000000000000):
+#: `provision` asks the emulator (STS GetCallerIdentity) rather than assuming either.
+MOTO_ACCOUNT = "123456789012"
+
+
+def state_machine_role_arn(account: str) -> str:
+    """The role the local state machines name (emulators check its form, not its rights)."""
+    return f"arn:aws:iam::{account}:role/knoq-local-state-machine"
 
 
 class _TemplateLoader(yaml.SafeLoader):
@@ -145,13 +152,17 @@ def state_machine_definition(template: dict, logical_id: str) -> str:
     return text
 
 
-def state_machine_arn(region: str, name: str) -> str:
-    """The ARN the emulator gives a state machine called `name`."""
-    return f"arn:aws:states:{region}:123456789012:stateMachine:{name}"
+def state_machine_arn(region: str, name: str, account: str = MOTO_ACCOUNT) -> str:
+    """The ARN an emulator gives a state machine called `name` in `account`."""
+    return f"arn:aws:states:{region}:{account}:stateMachine:{name}"
 
 
 def function_environment(
-    template: dict, prefix: str, overrides: dict[str, str], region: str = REGION
+    template: dict,
+    prefix: str,
+    overrides: dict[str, str],
+    region: str = REGION,
+    account: str = MOTO_ACCOUNT,
 ) -> dict[str, str]:
     """The environment of every function (Globals, plus each function's own Environment;
     `cargo lambda watch` gives all functions one environment) with each !Ref resolved: a
@@ -171,7 +182,7 @@ def function_environment(
             if ref in table_ids:
                 value = table_name(prefix, ref)
             elif ref in machine_ids:
-                value = state_machine_arn(region, table_name(prefix, ref))
+                value = state_machine_arn(region, table_name(prefix, ref), account)
             elif ref in overrides:
                 value = overrides[ref]
             elif ref in parameters:
@@ -358,6 +369,10 @@ def provision(
             aws_secret_access_key=secret_key,
         )
 
+    # The account resources land in: moto's 123456789012, LocalStack's 000000000000, or
+    # whatever the emulator derives from the credentials.
+    account = client("sts").get_caller_identity()["Account"]
+
     dynamodb = client("dynamodb")
     existing = set(dynamodb.list_tables().get("TableNames", []))
     requests = create_table_requests(template, prefix)
@@ -379,10 +394,10 @@ def provision(
             sfn.update_state_machine(stateMachineArn=existing_machines[name], definition=definition)
             arn = existing_machines[name]
         else:
-            arn = sfn.create_state_machine(name=name, definition=definition, roleArn=LOCAL_ROLE_ARN)[
-                "stateMachineArn"
-            ]
-        if arn != state_machine_arn(region, name):
+            arn = sfn.create_state_machine(
+                name=name, definition=definition, roleArn=state_machine_role_arn(account)
+            )["stateMachineArn"]
+        if arn != state_machine_arn(region, name, account):
             raise SystemExit(f"stack: the emulator named state machine {name} {arn}; expected the standard ARN")
         machine_names.append(name)
 
@@ -404,6 +419,7 @@ def provision(
                 **provider_parameters(secret_arn, provider),
             },
             region,
+            account,
         ),
         # A person reads `make dev`'s terminal: plain log lines, no metric lines.
         "KNOQ_LOG_FORMAT": "text",
