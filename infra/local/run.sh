@@ -10,8 +10,11 @@
 #                              emulator + functions on test ports, then the turn workflow's
 #                              cancel-latency benchmark
 #
-# With AWS_ENDPOINT_URL set (LocalStack, say), test and bench start no emulator: they create
-# the template's tables there under a per-run prefix and run against it.
+# With AWS_ENDPOINT_URL set (LocalStack, say), test and the benchmarks start no emulator: they
+# create the template's tables, state machine and API key secret there under a per-run prefix
+# and run against it. test and bench-workflow also deploy the functions the state machine
+# invokes (checker, worker) into that emulator, which runs them in its own containers
+# (stack.py provision --deploy-functions); the routes stay under `cargo lambda watch`.
 #
 # Everything listens on 127.0.0.1 only. Ports can be moved with KNOQ_EMULATOR_PORT and
 # KNOQ_API_PORT (test and bench default to 4599 and 9099, so they run beside `make dev`).
@@ -122,8 +125,13 @@ fi
 start_emulator() {
   rm -f "$ENV_FILE"
   if [ -n "$EXTERNAL_ENDPOINT" ]; then
+    # That emulator's Step Functions invokes only the functions it hosts: where runs are
+    # needed, the invoked functions are built for this machine and deployed into it.
+    local deploy=()
+    [ "$MODE" = bench ] || deploy=(--deploy-functions)
     "$PY" infra/local/stack.py provision --endpoint "$EXTERNAL_ENDPOINT" \
-      --prefix "knoq-$MODE-$(date +%s)-" --env-file "$ENV_FILE" --allowed-origin "$ORIGIN"
+      --prefix "knoq-$MODE-$(date +%s)-" --env-file "$ENV_FILE" --allowed-origin "$ORIGIN" \
+      "${deploy[@]}" "$@"
     return 0
   fi
   # The state machine's Lambda invokes go to `cargo lambda watch`, which serves the
