@@ -9,15 +9,18 @@ this machine (no Docker) can go. Running them is LocalStack's part, untested her
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import unittest
 import urllib.request
 import zipfile
@@ -265,6 +268,30 @@ class ProvisionOnPlainMotoTest(unittest.TestCase):
         self.assertEqual(env["TURN_STATE_MACHINE_ARN"], arn, "in the emulator's account")
         invoked = {s["Parameters"]["FunctionName"] for s in definition["States"].values() if s["Type"] == "Task"}
         self.assertEqual(invoked, {"checker", "worker"}, "what the project's own emulator passes to cargo lambda watch")
+
+
+class LeftOutOnAnotherEmulatorTest(unittest.TestCase):
+    """What `run.sh test` leaves out against an external emulator is exactly what needs the
+    project's own one (the DynamoDB faults of /_knoq/faults)."""
+
+    def test_the_nextest_profile_leaves_out_exactly_the_binaries_that_plant_dynamodb_faults(self):
+        config = tomllib.loads((ROOT / ".config" / "nextest.toml").read_text())
+        left_out = set(re.findall(r"binary\((\w+)\)", config["profile"]["external-emulator"]["default-filter"]))
+        planting = {path.stem for path in (ROOT / "tests").glob("*.rs") if "Fault::new(" in path.read_text()}
+        self.assertTrue(planting, "tests plant faults with support::Fault::new; update this test if that changed")
+        self.assertEqual(left_out, planting)
+
+    def test_the_contract_test_that_runs_there_plants_no_fault(self):
+        tree = ast.parse((ROOT / "infra" / "fuzz" / "test_contract.py").read_text())
+        classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+        uses_faults = {
+            name for name, node in classes.items()
+            if any(isinstance(n, ast.Name) and n.id == "injected_fault" for n in ast.walk(node))
+        }
+        self.assertEqual(uses_faults, {"DynamoDBFaultContractTest"})
+        run_sh = (ROOT / "infra" / "local" / "run.sh").read_text()
+        self.assertIn("test_contract.ContractTest", run_sh)
+        self.assertIn("--profile external-emulator", run_sh)
 
 
 if __name__ == "__main__":
