@@ -18,8 +18,10 @@
 # tests that plant DynamoDB faults need the project's own emulator: test leaves them out there
 # and says so.
 #
-# Everything listens on 127.0.0.1 only. Ports can be moved with KNOQ_EMULATOR_PORT and
-# KNOQ_API_PORT (test and bench default to 4599 and 9099, so they run beside `make dev`).
+# Everything listens on 127.0.0.1 only (the provider emulator on KNOQ_PROVIDER_HOST when set,
+# for an external emulator's containers that cannot reach the host's loopback). Ports can be
+# moved with KNOQ_EMULATOR_PORT and KNOQ_API_PORT (test and bench default to 4599 and 9099, so
+# they run beside `make dev`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -104,7 +106,8 @@ if [ "$MODE" = dev ] && [ -n "${ANTHROPIC_BASE_URL:-}" ] && [ -n "${ANTHROPIC_AP
   export KNOQ_PROVIDER_URL=$ANTHROPIC_BASE_URL KNOQ_PROVIDER_API_KEY=$ANTHROPIC_API_KEY
   PROVIDER_EMULATOR=""
 else
-  export KNOQ_PROVIDER_URL="http://127.0.0.1:$PROVIDER_PORT"
+  PROVIDER_HOST=${KNOQ_PROVIDER_HOST:-127.0.0.1}
+  export KNOQ_PROVIDER_URL="http://$PROVIDER_HOST:$PROVIDER_PORT"
   KNOQ_PROVIDER_API_KEY="local-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
   export KNOQ_PROVIDER_API_KEY
   PROVIDER_EMULATOR=yes
@@ -154,7 +157,7 @@ start_emulator() {
 # short and ask for slow answers where they need them).
 start_provider() {
   [ -n "$PROVIDER_EMULATOR" ] || return 0
-  start "$PY" infra/local/provider_emulator.py \
+  start "$PY" infra/local/provider_emulator.py --host "$PROVIDER_HOST" \
     --port "$PROVIDER_PORT" --api-key "$KNOQ_PROVIDER_API_KEY" "$@"
   for _ in $(seq 1 60); do
     curl -s -o /dev/null "$KNOQ_PROVIDER_URL/_emulator/requests" && return 0
