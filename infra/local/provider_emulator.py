@@ -4,12 +4,15 @@ It answers `POST /v1/messages` (headers `x-api-key` -- or `Authorization: Bearer
 official Python SDK 2.x sends -- and `anthropic-version`) like the real provider:
 streamed server-sent events with `"stream": true` (message_start, content_block_start/delta/stop,
 message_delta, message_stop, ping), the whole message JSON otherwise, and the provider's JSON
-errors. Python 3.11 stdlib only; it listens on 127.0.0.1 only and never prints the API key.
+errors. Python 3.11 stdlib only; it listens on 127.0.0.1 (unless --host names another address of
+this machine: functions running in an emulator's containers on a Linux engine reach the host
+only on the Docker bridge) and never prints the API key.
 We wrote our own because the PyPI mock-LLM servers (fakellm, llm-katan, llmock, agentbreak, ...)
 are young, rarely used projects, and none lets a test learn exactly when the client hung up,
 which is what proves that a cancel closes the provider connection (SPEC §6).
 
 Start:  python infra/local/provider_emulator.py --port N --api-key KEY [--word-delay-ms 200] [--words 40]
+            [--host 127.0.0.1]
         (prints `provider-emulator: listening on http://127.0.0.1:N`; --port 0 picks a free port;
         SIGTERM/SIGINT stop it), or in-process: `server = start_in_thread(KEY)`; server.port,
         server.url, server.stop().
@@ -381,14 +384,16 @@ def error_body(kind: str, message: str) -> dict:
 class EmulatorServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, api_key: str, port: int = 0, word_delay_ms: int = 200, words: int = 40):
-        super().__init__(("127.0.0.1", port), Handler)
+    def __init__(
+        self, api_key: str, port: int = 0, word_delay_ms: int = 200, words: int = 40, host: str = "127.0.0.1"
+    ):
+        super().__init__((host, port), Handler)
         self.api_key, self.word_delay_ms, self.words = api_key, word_delay_ms, words
         self.lock = threading.Lock()
         self.entries: list[dict] = []
         self.counts: dict[str, int] = {}
         self.port = self.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
 
     def new_entry(self, **fields) -> dict:
         entry = {"id": "req_emu_" + uuid.uuid4().hex[:20], "tag": None, "status": None,
@@ -429,13 +434,14 @@ def start_in_thread(api_key: str, port: int = 0, word_delay_ms: int = 200, words
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Local Anthropic Messages API emulator (127.0.0.1 only).")
+    parser = argparse.ArgumentParser(description="Local Anthropic Messages API emulator.")
     parser.add_argument("--port", type=int, required=True, help="port to listen on (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--api-key", required=True, help="the x-api-key clients must send")
     parser.add_argument("--word-delay-ms", type=int, default=200, help="delay before each streamed word")
     parser.add_argument("--words", type=int, default=40, help="words in a text answer")
     args = parser.parse_args(argv)
-    server = EmulatorServer(args.api_key, args.port, args.word_delay_ms, args.words)
+    server = EmulatorServer(args.api_key, args.port, args.word_delay_ms, args.words, args.host)
 
     def stop(signum, frame):  # shutdown() waits for serve_forever, so not from this (main) thread
         threading.Thread(target=server.shutdown, daemon=True).start()

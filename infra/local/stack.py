@@ -12,12 +12,16 @@ local name, which `cargo lambda watch` serves), writes the functions' environmen
 template's Globals and every function's own Environment, with !Ref resolved to the local
 names) to --env-file, and runs in the foreground until SIGINT or SIGTERM.
 
-    python infra/local/stack.py provision --endpoint http://localhost:4566 --env-file F
+    python infra/local/stack.py provision --endpoint http://localhost:4566 --env-file F \
+        [--deploy-functions] [--function-provider-url URL] [--fault-injection]
 
-creates the same tables and state machines on an emulator that is already running
-(LocalStack, say) and writes the environment for it. The state machines there invoke
-functions by their local names, so runs only progress where those names resolve to the
-functions (the project's own emulator passes them to `cargo lambda watch`).
+creates the same tables, state machines and API key secret on an emulator that is already
+running (LocalStack, say) and writes the environment for it. Without --deploy-functions the
+state machines invoke functions by their local names, which only the project's own emulator
+resolves (it passes them to `cargo lambda watch`). With it, the functions the state machines
+invoke are built with `cargo lambda` for this machine's architecture and deployed into that
+emulator (lambda_deploy.py), and the state machines invoke those functions by their ARNs: an
+emulator's Step Functions only ever invokes the functions it hosts itself.
 
 Both take `--parameter NAME=VALUE` (repeatable) to set a template parameter for this stack
 only, over LOCAL_PARAMETERS: `make test` raises the read limit that way (run.sh).
@@ -41,7 +45,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 REGION = "us-east-1"
-LOCAL_ROLE_ARN = "arn:aws:iam::123456789012:role/knoq-local-state-machine"
+#: The account moto puts resources in unless told otherwise (LocalStack's is 000000000000):
+#: `provision` asks the emulator (STS GetCallerIdentity) rather than assuming either.
+MOTO_ACCOUNT = "123456789012"
+
+
+def state_machine_role_arn(account: str) -> str:
+    """The role the local state machines name (emulators check its form, not its rights)."""
+    return f"arn:aws:iam::{account}:role/knoq-local-state-machine"
 
 
 class _TemplateLoader(yaml.SafeLoader):
@@ -193,14 +204,36 @@ def state_machines(template: dict) -> dict[str, dict]:
     }
 
 
-def state_machine_definition(template: dict, logical_id: str) -> str:
+def invoked_functions(template: dict) -> list[str]:
+    """Logical ids of the functions the state machines invoke (each !GetAtt <Function>.Arn in
+    their DefinitionSubstitutions), in order."""
+    invoked = set()
+    for props in state_machines(template).values():
+        for value in props.get("DefinitionSubstitutions", {}).values():
+            if isinstance(value, dict) and "Fn::GetAtt" in value and value["Fn::GetAtt"][1] == "Arn":
+                if value["Fn::GetAtt"][0] in functions(template):
+                    invoked.add(value["Fn::GetAtt"][0])
+    return sorted(invoked)
+
+
+def state_machine_definition(
+    template: dict, logical_id: str, function_arns: dict[str, str] | None = None
+) -> str:
     """The definition file the state machine's DefinitionUri names, with every
-    DefinitionSubstitutions entry replaced: a function's !GetAtt Arn by its local name."""
+    DefinitionSubstitutions entry replaced: a function's !GetAtt Arn by its ARN in
+    `function_arns` (logical id -> ARN of the function deployed into an emulator), or else
+    by its local name (which the project's own emulator passes to `cargo lambda watch`)."""
     props = state_machines(template)[logical_id]
     text = (ROOT / props["DefinitionUri"]).read_text(encoding="utf-8")
     for key, value in props.get("DefinitionSubstitutions", {}).items():
         if isinstance(value, dict) and "Fn::GetAtt" in value and value["Fn::GetAtt"][1] == "Arn":
-            value = local_function_name(template, value["Fn::GetAtt"][0])
+            target = value["Fn::GetAtt"][0]
+            if function_arns is not None:
+                if target not in function_arns:
+                    raise SystemExit(f"stack: {target} was not deployed; {logical_id} invokes it")
+                value = function_arns[target]
+            else:
+                value = local_function_name(template, target)
         elif not isinstance(value, str):
             raise SystemExit(f"template.yaml: cannot substitute {key!r} locally: {value!r}")
         text = text.replace("${" + key + "}", value)
@@ -210,23 +243,30 @@ def state_machine_definition(template: dict, logical_id: str) -> str:
     return text
 
 
-def state_machine_arn(region: str, name: str) -> str:
-    """The ARN the emulator gives a state machine called `name`."""
-    return f"arn:aws:states:{region}:123456789012:stateMachine:{name}"
+def state_machine_arn(region: str, name: str, account: str = MOTO_ACCOUNT) -> str:
+    """The ARN an emulator gives a state machine called `name` in `account`."""
+    return f"arn:aws:states:{region}:{account}:stateMachine:{name}"
 
 
 def function_environment(
-    template: dict, prefix: str, overrides: dict[str, str], region: str = REGION
+    template: dict,
+    prefix: str,
+    overrides: dict[str, str],
+    region: str = REGION,
+    account: str = MOTO_ACCOUNT,
+    only: str | None = None,
 ) -> dict[str, str]:
     """The environment of every function (Globals, plus each function's own Environment;
-    `cargo lambda watch` gives all functions one environment) with each !Ref resolved: a
-    table or state machine to its local name or ARN, a parameter to its default unless
-    `overrides` names it."""
+    `cargo lambda watch` gives all functions one environment), or with `only` (a logical id)
+    of that one function, with each !Ref resolved: a table or state machine to its local name
+    or ARN, a parameter to its default unless `overrides` names it."""
     parameters = template.get("Parameters", {})
     table_ids = set(tables(template))
     machine_ids = set(state_machines(template))
     variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
-    for resource in functions(template).values():
+    for logical_id, resource in functions(template).items():
+        if only is not None and logical_id != only:
+            continue
         own = resource.get("Properties", {}).get("Environment", {}).get("Variables", {})
         variables.update(own)
     resolved = {}
@@ -236,7 +276,7 @@ def function_environment(
             if ref in table_ids:
                 value = table_name(prefix, ref)
             elif ref in machine_ids:
-                value = state_machine_arn(region, table_name(prefix, ref))
+                value = state_machine_arn(region, table_name(prefix, ref), account)
             elif ref in overrides:
                 value = overrides[ref]
             elif ref in parameters:
@@ -416,14 +456,19 @@ def provision(
     from_environment: bool,
     extra_environment: dict[str, str] | None = None,
     provider: dict[str, str] | None = None,
-    parameters: dict[str, str] | None = None,
+    deployment: "lambda_deploy.FunctionDeployment | None" = None,
+    overrides: dict[str, str] | None = None,
 ) -> None:
     """Creates every table and state machine of the template on `endpoint` (tables that
     exist already are left alone; state machines are updated) and writes the functions'
-    environment for that endpoint to `env_file`, with `parameters` (template parameter ->
+    environment for that endpoint to `env_file`, with `overrides` (template parameter ->
     value) over LOCAL_PARAMETERS. Region and credentials are the emulator's dummies unless
     `from_environment` takes them from the standard AWS variables (an emulator this script
-    did not start may want its own)."""
+    did not start may want its own).
+
+    With a `deployment`, the functions the state machines invoke are deployed into that
+    emulator first (each with its own environment, `extra_environment` included), and the
+    state machines invoke them by their ARNs; otherwise by their local names."""
     import os
 
     import boto3
@@ -442,6 +487,10 @@ def provision(
             aws_secret_access_key=secret_key,
         )
 
+    # The account resources land in: moto's 123456789012, LocalStack's 000000000000, or
+    # whatever the emulator derives from the credentials.
+    account = client("sts").get_caller_identity()["Account"]
+
     dynamodb = client("dynamodb")
     existing = set(dynamodb.list_tables().get("TableNames", []))
     requests = create_table_requests(template, prefix)
@@ -453,25 +502,34 @@ def provision(
         if ttl:
             dynamodb.update_time_to_live(**ttl)
 
+    provider = provider or provider_from_environment()
+    secret_arn = create_api_key_secret(client("secretsmanager"), prefix, provider["api_key"])
+    parameters = {**LOCAL_PARAMETERS, "AllowedOrigin": allowed_origin, **(overrides or {})}
+
+    function_arns = None
+    if deployment is not None:
+        function_arns = deploy_invoked_functions(
+            client, template, prefix, region, account, deployment,
+            {**parameters, **provider_parameters(secret_arn, {**provider, "base_url": deployment.provider_url})},
+            extra_environment or {},
+        )
+
     sfn = client("stepfunctions")
     existing_machines = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
     machine_names = []
     for logical_id in state_machines(template):
         name = table_name(prefix, logical_id)
-        definition = state_machine_definition(template, logical_id)
+        definition = state_machine_definition(template, logical_id, function_arns)
         if name in existing_machines:
             sfn.update_state_machine(stateMachineArn=existing_machines[name], definition=definition)
             arn = existing_machines[name]
         else:
-            arn = sfn.create_state_machine(name=name, definition=definition, roleArn=LOCAL_ROLE_ARN)[
-                "stateMachineArn"
-            ]
-        if arn != state_machine_arn(region, name):
+            arn = sfn.create_state_machine(
+                name=name, definition=definition, roleArn=state_machine_role_arn(account)
+            )["stateMachineArn"]
+        if arn != state_machine_arn(region, name, account):
             raise SystemExit(f"stack: the emulator named state machine {name} {arn}; expected the standard ARN")
         machine_names.append(name)
-
-    provider = provider or provider_from_environment()
-    secret_arn = create_api_key_secret(client("secretsmanager"), prefix, provider["api_key"])
 
     environment = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -482,13 +540,9 @@ def provision(
         **function_environment(
             template,
             prefix,
-            {
-                **LOCAL_PARAMETERS,
-                "AllowedOrigin": allowed_origin,
-                **provider_parameters(secret_arn, provider),
-                **(parameters or {}),
-            },
+            {**parameters, **provider_parameters(secret_arn, provider)},
             region,
+            account,
         ),
         # A person reads `make dev`'s terminal: plain log lines, no metric lines.
         "KNOQ_LOG_FORMAT": "text",
@@ -501,6 +555,46 @@ def provision(
     print(f"stack: tables on {endpoint}: " + ", ".join(c["TableName"] for c, _ in requests), flush=True)
     print(f"stack: state machines: {', '.join(machine_names)}", flush=True)
     print(f"stack: function environment written to {env_file}", flush=True)
+
+
+def deploy_invoked_functions(
+    client,
+    template: dict,
+    prefix: str,
+    region: str,
+    account: str,
+    deployment: "lambda_deploy.FunctionDeployment",
+    parameters: dict[str, str],
+    extra_environment: dict[str, str],
+) -> dict[str, str]:
+    """Deploys every function a state machine invokes into the emulator, named
+    `<prefix><binary>`, with its own environment from the template (`parameters` resolving
+    the !Refs: the provider as the function reaches it from its container) plus
+    `extra_environment`; logical id -> function ARN."""
+    import lambda_deploy
+
+    role_arn = lambda_deploy.ensure_role(client("iam"))
+    lambda_client = client("lambda")
+    arns = {}
+    for logical_id in invoked_functions(template):
+        binary = local_function_name(template, logical_id)
+        if binary not in deployment.zips:
+            raise SystemExit(f"stack: no zip for {binary}, which a state machine invokes")
+        environment = {
+            **function_environment(template, prefix, parameters, region, account, only=logical_id),
+            **extra_environment,
+        }
+        arns[logical_id] = lambda_deploy.deploy_function(
+            lambda_client,
+            f"{prefix}{binary}",
+            deployment.zips[binary],
+            lambda_deploy.function_settings(template, logical_id),
+            environment,
+            role_arn,
+            deployment.architecture,
+        )
+        print(f"stack: deployed {arns[logical_id]} ({deployment.architecture})", flush=True)
+    return arns
 
 
 def env_value(value: str) -> str:
@@ -559,7 +653,7 @@ def serve(args: argparse.Namespace) -> None:
     extra = {"KNOQ_FAULT_INJECTION": "enabled"} if args.fault_injection else {}
     parameters = parameter_overrides(load_template(), args.parameter)
     provision(
-        endpoint, args.prefix, Path(args.env_file), args.allowed_origin, False, extra, parameters=parameters
+        endpoint, args.prefix, Path(args.env_file), args.allowed_origin, False, extra, overrides=parameters
     )
 
     stop = threading.Event()
@@ -573,8 +667,32 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def provision_command(args: argparse.Namespace) -> None:
-    parameters = parameter_overrides(load_template(), args.parameter)
-    provision(args.endpoint, args.prefix, Path(args.env_file), args.allowed_origin, True, parameters=parameters)
+    import os
+
+    import lambda_deploy
+
+    provider = provider_from_environment()
+    deployment = None
+    if args.deploy_functions:
+        template = load_template()
+        binaries = [local_function_name(template, f) for f in invoked_functions(template)]
+        architecture = lambda_deploy.host_architecture()
+        target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+        provider_url = (
+            args.function_provider_url
+            or os.environ.get("KNOQ_FUNCTION_PROVIDER_URL")
+            or lambda_deploy.provider_url_for_containers(provider["base_url"])
+        )
+        deployment = lambda_deploy.FunctionDeployment(
+            zips=lambda_deploy.build_zips(binaries, architecture, target / "lambda-emulator"),
+            architecture=architecture,
+            provider_url=provider_url,
+        )
+    extra = {"KNOQ_FAULT_INJECTION": "enabled"} if args.fault_injection else {}
+    provision(
+        args.endpoint, args.prefix, Path(args.env_file), args.allowed_origin, True, extra, provider,
+        deployment, parameter_overrides(load_template(), args.parameter),
+    )
 
 
 def check(_: argparse.Namespace) -> None:
@@ -618,6 +736,24 @@ def main() -> None:
     provision_parser.add_argument("--prefix", default="knoq-local-", help="table name prefix")
     provision_parser.add_argument("--env-file", required=True)
     provision_parser.add_argument("--allowed-origin", default="http://127.0.0.1:9000")
+    provision_parser.add_argument(
+        "--deploy-functions",
+        action="store_true",
+        help="build the functions the state machines invoke (cargo lambda, this machine's "
+        "architecture) and deploy them into the emulator, which runs them itself (LocalStack)",
+    )
+    provision_parser.add_argument(
+        "--function-provider-url",
+        help="the model provider's base URL as the deployed functions reach it from the emulator's "
+        "containers (default: KNOQ_FUNCTION_PROVIDER_URL, else KNOQ_PROVIDER_URL with a loopback "
+        "host replaced by host.docker.internal)",
+    )
+    provision_parser.add_argument(
+        "--fault-injection",
+        action="store_true",
+        help="let tests plant faults on sessions (KNOQ_FAULT_INJECTION=enabled); DynamoDB faults "
+        "(/_knoq/faults) exist on the project's own emulator only",
+    )
     provision_parser.set_defaults(run=provision_command)
     for command_parser in (serve_parser, provision_parser):
         command_parser.add_argument(
