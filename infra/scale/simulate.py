@@ -614,6 +614,8 @@ def hot_session(p: Params, q: Quotas, interval_s: float) -> dict[str, float]:
 CANCEL_PER_MINUTE = 30  # one counter: plain UpdateItem (1 WRU)
 CREATE_PER_MINUTE = 10  # two counters in one transaction (2 WRU per item)
 CREATE_PER_HOUR = 20
+MESSAGES_PER_MINUTE = 60  # one counter: plain UpdateItem (1 WRU)
+READS_PER_MINUTE = 300  # transcript and list together: one counter, plain UpdateItem (1 WRU)
 
 
 def rate_limit_counters(q: Quotas) -> list[tuple[str, float, float, float]]:
@@ -626,6 +628,8 @@ def rate_limit_counters(q: Quotas) -> list[tuple[str, float, float, float]]:
         ("cancel, 30/min", CANCEL_PER_MINUTE / 60, 1.0),
         ("create, 10/min", CREATE_PER_MINUTE / 60, 2.0),
         ("create, 20/hour", CREATE_PER_HOUR / 3600, 2.0),
+        ("message, 60/min", MESSAGES_PER_MINUTE / 60, 1.0),
+        ("reads (transcript + list), 300/min", READS_PER_MINUTE / 60, 1.0),
     ):
         admitted_wru = admitted_per_s * wru_per_request
         rows.append(

@@ -326,10 +326,13 @@ class HotKeyTest(unittest.TestCase):
         self.assertAlmostEqual(old["read_headroom"], 3000)
 
     def test_rate_limit_counters_at_their_limits_are_far_below_the_partition_limit(self):
-        for name, wru, headroom, attempts in sim.rate_limit_counters(sim.US_EAST_1):
-            self.assertLess(wru, 1.0, name)
-            self.assertGreaterEqual(headroom, 1000, name)
+        rows = {name: (wru, headroom, attempts) for name, wru, headroom, attempts in sim.rate_limit_counters(sim.US_EAST_1)}
+        for name, (wru, headroom, attempts) in rows.items():
+            self.assertLessEqual(wru, 5.0, name)
+            self.assertGreaterEqual(headroom, 200, name)
             self.assertIn(attempts, (500, 1000), name)
+        # The busiest counter: a user reading 300 times a minute, 5 WCU/s on one item.
+        self.assertEqual(rows["reads (transcript + list), 300/min"][:2], (5.0, 200.0))
 
 
 class ReportTest(unittest.TestCase):
