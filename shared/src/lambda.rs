@@ -107,7 +107,12 @@ pub async fn serve_purge_sweeper() -> Result<(), lambda_runtime::Error> {
                 event.payload.grace_seconds.map_or(SWEEP_GRACE, std::time::Duration::from_secs);
             let deadline = sweep_deadline(event.context.deadline);
             let report = app.purger.sweep(crate::clock::Instant::now(), grace, deadline).await?;
-            tracing::info!(?report, "purge sweep");
+            if report == SweepReport::default() {
+                // Nothing queued: the common case, once a minute; no line for it.
+                tracing::debug!("purge sweep: nothing to do");
+            } else {
+                tracing::info!(?report, "purge sweep");
+            }
             telemetry::emit(
                 PURGE_SWEEPER_ROUTE,
                 &[
