@@ -4,19 +4,21 @@
 //! runs from :00 to :59). A counter item `pk = <route>#<user>#<window secs>#<window index>`
 //! is incremented with `ADD hits :one` under the condition `hits < max`, so the increment
 //! and the check are one atomic step: under any concurrency exactly `max` requests per
-//! window get through. Items carry `expires_at` (the table's TTL) a minute past their window.
+//! window get through. Items carry `expires_at` (the table's TTL) a minute past their window,
+//! and a single-limit counter also `last_request`, the name of the request that counted last,
+//! so that the SDK's resend of a write whose answer was lost never counts a request twice.
 //!
 //! A route with several limits (create session: 10 a minute AND 20 an hour) updates all its
 //! counters in one transaction: a request refused by one limit consumes none of the others.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 
 use crate::clock::Instant;
 use crate::domain::UserScope;
 use crate::error::ApiError;
-use crate::store::{StoreError, Transaction, n, retry_conflicts, s, transact};
+use crate::store::{Attempts, StoreError, Transaction, get_s, n, retry_conflicts, s, transact};
 
 /// At most `max` requests per window of `window_secs` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,26 +202,39 @@ impl RateLimiter {
         }
     }
 
+    /// The update that counts one request on `limit`'s current counter, if that counter is
+    /// below its maximum. With `request` (a name unique to this request), the update also
+    /// records it and refuses to count the same name twice (see [`Self::admit_one`]).
     fn counter_update(
         &self,
         scope: &UserScope,
         route: &RouteLimits,
         limit: Limit,
         now: Instant,
+        request: Option<&str>,
     ) -> Update {
         let window = limit.window_at(now);
         // Every request of a window computes the same `expires_at`, so a plain SET (no
         // `if_not_exists`) keeps it unchanged; one function fewer for DynamoDB to evaluate.
-        Update::builder()
+        let update = Update::builder()
             .table_name(&self.table)
             .key("pk", s(counter_key(scope, route, limit, window)))
-            .update_expression("SET expires_at = :exp ADD hits :one")
-            .condition_expression("attribute_not_exists(hits) OR hits < :max")
             .expression_attribute_values(":exp", n(window.expires_at_secs()))
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":max", n(limit.max))
-            .build()
-            .expect("table, key and update expression are always set")
+            .expression_attribute_values(":max", n(limit.max));
+        let update = match request {
+            None => update
+                .update_expression("SET expires_at = :exp ADD hits :one")
+                .condition_expression("attribute_not_exists(hits) OR hits < :max"),
+            Some(request) => update
+                .update_expression("SET expires_at = :exp, last_request = :request ADD hits :one")
+                .condition_expression(
+                    "(attribute_not_exists(hits) OR hits < :max) \
+                     AND (attribute_not_exists(last_request) OR last_request <> :request)",
+                )
+                .expression_attribute_values(":request", s(request)),
+        };
+        update.build().expect("table, key and update expression are always set")
     }
 
     async fn admit_one(
@@ -229,13 +244,18 @@ impl RateLimiter {
         limit: Limit,
         now: Instant,
     ) -> Result<(), ApiError> {
-        // One limit needs no transaction: the same counter update, sent as a plain UpdateItem
-        // (one round trip, half the write cost of a transaction).
-        // No transaction holds a single-limit counter (only create's several limits are
-        // counted in one), so a conflict is not expected; retried all the same, as every
-        // plain write is.
-        let update = self.counter_update(scope, route, limit, now);
+        // One limit needs no transaction: the counter update as a plain UpdateItem (one round
+        // trip, half the write cost of a transaction), naming this request. When the write
+        // commits and its answer is lost, the SDK's resend is refused for that name, and the
+        // old item it brings back shows the name: the request was counted once, and admitted.
+        // (Create's several limits go in one transaction, which a ClientRequestToken makes
+        // safe to resend.) A conflict is not expected here, since no transaction holds a
+        // single-limit counter; retried all the same, as every plain write is.
+        let request = uuid::Uuid::new_v4().to_string();
+        let update = self.counter_update(scope, route, limit, now, Some(&request));
+        let attempts = Attempts::default();
         let result = retry_conflicts(|| {
+            attempts.reset();
             self.client
                 .update_item()
                 .table_name(&update.table_name)
@@ -243,14 +263,24 @@ impl RateLimiter {
                 .update_expression(&update.update_expression)
                 .set_condition_expression(update.condition_expression.clone())
                 .set_expression_attribute_values(update.expression_attribute_values.clone())
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .customize()
+                .interceptor(attempts.clone())
                 .send()
         })
         .await;
         match result {
             Ok(_) => Ok(()),
             Err(error) => match error.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => {
-                    Err(refused(route, limit, now))
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    let last = failed.item().and_then(|old| get_s(old, "last_request"));
+                    if attempts.retried() && last == Some(request.as_str()) {
+                        Ok(())
+                    } else {
+                        Err(refused(route, limit, now))
+                    }
                 }
                 _ => Err(StoreError::sdk("UpdateItem", error).into()),
             },
@@ -268,7 +298,7 @@ impl RateLimiter {
             .iter()
             .map(|limit| {
                 TransactWriteItem::builder()
-                    .update(self.counter_update(scope, route, *limit, now))
+                    .update(self.counter_update(scope, route, *limit, now, None))
                     .build()
             })
             .collect();
