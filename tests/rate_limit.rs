@@ -1,4 +1,4 @@
-//! The DynamoDB-backed rate limiter under concurrency and lost responses, and the cancel, transcript and list
+//! The DynamoDB-backed rate limiter under concurrency, and the cancel, transcript and list
 //! routes' use of it.
 
 use futures::future::join_all;
@@ -192,31 +192,4 @@ async fn transcript_and_list_share_one_read_limit_per_user_that_only_authenticat
     let as_other = As { token: Some(&other.token), origin: None };
     assert_eq!(list(as_other.clone()).await.0, 200);
     assert_eq!(transcript_of(as_other, &session).await.0, 404, "not theirs, but not limited");
-}
-
-#[tokio::test]
-async fn a_lost_response_of_a_counter_write_counts_the_request_once() {
-    let app = app().await;
-    let caller = new_caller().await;
-    let scope = scope_of(&app, &caller).await;
-    let now = Instant::from_epoch_millis(START_OF_HOUR_MS);
-    let cancel = &app.config.rate_limits.cancel;
-    // The first write of the counter commits; its answer is lost and the SDK sends it again.
-    let lost = Fault::new("UpdateItem", "RateLimitsTable", "CommittedResponseLost")
-        .containing(&format!("#{}#", caller.user_id))
-        .times(1)
-        .plant()
-        .await;
-    app.limiter.admit(&scope, cancel, now).await.expect("admitted: its own write");
-    assert_eq!(lost.hits().await, 1);
-    lost.clear().await;
-    let counters = counters_of(&caller.user_id).await;
-    assert_eq!(number(&counters[0], "hits"), Some(1), "counted once, not twice");
-    // And the limit still admits exactly 30 in the window.
-    let admitted = join_all((0..40).map(|_| app.limiter.admit(&scope, cancel, now)))
-        .await
-        .iter()
-        .filter(|r| r.is_ok())
-        .count();
-    assert_eq!(admitted, 29);
 }

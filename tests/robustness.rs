@@ -482,3 +482,33 @@ async fn a_lost_response_of_the_next_turns_start_still_starts_that_turn() {
     assert_eq!(types.last().map(String::as_str), Some("status_idle"));
     assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
 }
+
+/// (In-process: the limiter itself, as every rate-limited route calls it.)
+#[tokio::test]
+async fn a_lost_response_of_a_counter_write_counts_the_request_once() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let scope = scope_of(&app, &caller).await;
+    // 2030-01-01T00:00:05Z: a window of its own, far from the clock of other tests.
+    let now = knoq_shared::clock::Instant::from_epoch_millis(1_893_456_005_000);
+    let cancel = &app.config.rate_limits.cancel;
+    // The first write of the counter commits; its answer is lost and the SDK sends it again.
+    let lost = Fault::new("UpdateItem", "RateLimitsTable", "CommittedResponseLost")
+        .containing(&format!("#{}#", caller.user_id))
+        .times(1)
+        .plant()
+        .await;
+    app.limiter.admit(&scope, cancel, now).await.expect("admitted: its own write");
+    assert_eq!(lost.hits().await, 1);
+    lost.clear().await;
+    let counters = counters_of(&caller.user_id).await;
+    assert_eq!(number(&counters[0], "hits"), Some(1), "counted once, not twice");
+    // And the limit still admits exactly 30 in the window: 29 more.
+    let admitted =
+        futures::future::join_all((0..40).map(|_| app.limiter.admit(&scope, cancel, now)))
+            .await
+            .iter()
+            .filter(|r| r.is_ok())
+            .count();
+    assert_eq!(admitted, 29);
+}
