@@ -106,11 +106,10 @@ impl Purger {
         let mut report = SweepReport::default();
         let mut cursor = None;
         loop {
+            let first_page = cursor.is_none();
             let page = self.sessions.pending_purges(marked_before, QUEUE_PAGE, cursor).await?;
-            if report.oldest_pending_secs == 0
-                && let Some((_, marked)) = page.sessions.first()
-            {
-                report.oldest_pending_secs = (now.epoch_secs() - marked.epoch_secs()).max(0);
+            if first_page && let Some((_, oldest)) = page.sessions.first() {
+                report.oldest_pending_secs = (now.epoch_secs() - oldest.epoch_secs()).max(0);
             }
             for (index, (id, _)) in page.sessions.iter().enumerate() {
                 if std::time::Instant::now() >= deadline {

@@ -69,25 +69,18 @@ async fn purge_within_budget(app: &App, request: &Request, session_id: &SessionI
         .flatten()
         .map_or(DELETE_PURGE_BUDGET, std::time::Duration::from_millis);
     let deadline = std::time::Instant::now() + budget;
-    match app.purger.purge_session(session_id, deadline).await {
+    let left = match app.purger.purge_session(session_id, deadline).await {
         Ok(progress) if progress.finished => {
             tracing::info!(session_id = %session_id, events = progress.deleted, "session deleted");
+            return;
         }
-        Ok(progress) => {
-            tracing::info!(
-                session_id = %session_id,
-                events = progress.deleted,
-                "session deleted; the purge sweeper removes the rest of its events"
-            );
-            telemetry::emit(ROUTE, &[("PurgeLeftToSweeper", 1.0, Unit::Count)]);
-        }
-        Err(error) => {
-            tracing::warn!(
-                session_id = %session_id,
-                %error,
-                "session deleted; its purge failed and the purge sweeper finishes it"
-            );
-            telemetry::emit(ROUTE, &[("PurgeLeftToSweeper", 1.0, Unit::Count)]);
-        }
-    }
+        Ok(progress) => format!("out of time after {} events", progress.deleted),
+        Err(error) => format!("the purge failed: {error}"),
+    };
+    tracing::warn!(
+        session_id = %session_id,
+        reason = %left,
+        "session deleted; the purge sweeper removes the rest of its events"
+    );
+    telemetry::emit(ROUTE, &[("PurgeLeftToSweeper", 1.0, Unit::Count)]);
 }
