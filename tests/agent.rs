@@ -323,3 +323,27 @@ async fn search_sessions_finds_only_the_callers_own_sessions() {
         .collect();
     assert_eq!(ids, [id.as_str()], "never {foreign}");
 }
+
+/// Issue 15, defect 2: a message sent before the turn's worker started (during the claim
+/// delay: StartExecution, the asynchronous invoke, a cold start) is queued for the next turn.
+/// The first turn's model call does not answer it too: one model call per message.
+#[tokio::test]
+async fn a_message_sent_before_the_worker_starts_is_left_to_the_next_turn() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let (first, second) = (unique("first"), unique("second"));
+    // A run with no execution behind it: the test plays the start itself, late.
+    let opening = format!("Plan my week [[emu tag={first} notool=1 words=3 delay_ms=1]]");
+    let id = quiet_session(&app, &caller, &opening).await;
+    let client = ApiClient::new(Some(&caller.token));
+    let follow_up = format!("Also my weekend [[emu tag={second} notool=1 words=3 delay_ms=1]]");
+    let (status, _, body) = client.message(&id, &follow_up).await;
+    assert_eq!((status.as_u16(), &body), (200, &json!({ "ok": true })), "queued");
+    let run = attr(&session_item(&id).await.unwrap(), "active_run").unwrap().to_owned();
+    let answer = invoke_worker(&id, &run).await;
+    assert_eq!(answer["outcome"], "finished", "{answer}");
+    let calls = provider_calls(&first).await;
+    assert_eq!(calls.len(), 1, "the opening message's one model call: {calls:?}");
+    assert_eq!(calls[0]["messageCount"], 1, "it carries the opening message alone");
+    assert!(provider_calls(&second).await.is_empty(), "the follow-up waits for its own turn");
+}

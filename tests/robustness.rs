@@ -512,3 +512,172 @@ async fn a_lost_response_of_a_counter_write_counts_the_request_once() {
             .count();
     assert_eq!(admitted, 29);
 }
+
+// --- Issue 15: what only AWS shows, planted on the session each test owns. ---
+
+/// Issue 15, defect 1: a worker's own writes (lease renewals, the finish) that meet a
+/// transaction in flight on the session item (a user message's append, on DynamoDB) are
+/// sent again, instead of ending the turn `store_error`.
+#[tokio::test]
+async fn a_worker_write_that_meets_a_transaction_on_the_session_does_not_end_the_turn() {
+    let client = ApiClient::for_new_caller().await;
+    let tag = unique("conflict");
+    let text = format!("Stream for a while [[emu tag={tag} notool=1 words=40 delay_ms=60]]");
+    let (id, run) = client.create(&text).await;
+    let renewals = Fault::new("UpdateItem", "SessionsTable", "TransactionConflictException")
+        .containing(&id)
+        .containing("SET worker_lease_until")
+        .times(3)
+        .plant()
+        .await;
+    let finish = Fault::new("UpdateItem", "SessionsTable", "TransactionConflictException")
+        .containing(&id)
+        .containing("turn_result = :result")
+        .times(2)
+        .plant()
+        .await;
+    let done = client
+        .transcript_until(&id, Duration::from_millis(100), Duration::from_secs(40), |t| {
+            count_of(t, "status_idle") + count_of(t, "error") > 0
+        })
+        .await;
+    let types = event_types(&done);
+    assert_eq!(count_of(&done, "error"), 0, "{types:?}: {done}");
+    assert_eq!(types.last().map(String::as_str), Some("status_idle"));
+    assert_eq!(renewals.hits().await, 3, "heartbeats met the conflicts");
+    assert_eq!(finish.hits().await, 2, "the finish met the conflicts");
+    renewals.clear().await;
+    finish.clear().await;
+    let text: String = agent_texts(&done).concat();
+    assert_eq!(text.split_whitespace().count(), 40, "the whole answer: {text}");
+    assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
+}
+
+/// Issue 15, defect 6: the claim commits and its answer is lost; the SDK sends it again and
+/// the copy is refused by the claim's own effect. The worker still plays the turn.
+#[tokio::test]
+async fn a_lost_response_of_the_workers_claim_still_plays_the_turn() {
+    let client = ApiClient::for_new_caller().await;
+    let tag = unique("claim");
+    let (id, run) = client.create(&format!("Claim me [[emu tag={tag} notool=1 words=5]]")).await;
+    let lost = Fault::new("UpdateItem", "SessionsTable", "CommittedResponseLost")
+        .containing(&id)
+        .containing("SET worker_id = :me")
+        .times(1)
+        .plant()
+        .await;
+    let done = client
+        .transcript_until(&id, Duration::from_millis(100), Duration::from_secs(30), |t| {
+            count_of(t, "status_idle") + count_of(t, "error") > 0
+        })
+        .await;
+    lost.clear().await;
+    let types = event_types(&done);
+    assert_eq!(count_of(&done, "error"), 0, "no worker_lost: {types:?}");
+    assert_eq!(types.last().map(String::as_str), Some("status_idle"));
+    assert_eq!(provider_calls(&tag).await.len(), 1, "one model call");
+    assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
+}
+
+/// Issue 15, defect 6: a token-usage write whose answer is lost is sent again by the SDK;
+/// the call's tokens still count once in the session's totals.
+#[tokio::test]
+async fn a_lost_response_of_a_token_usage_write_counts_the_tokens_once() {
+    let client = ApiClient::for_new_caller().await;
+    let tag = unique("usage");
+    let (id, _) = client.create(&format!("Count me [[emu tag={tag} notool=1 words=5]]")).await;
+    let lost = Fault::new("UpdateItem", "SessionsTable", "CommittedResponseLost")
+        .containing(&id)
+        .containing("input_tokens_total")
+        .times(1)
+        .plant()
+        .await;
+    let done = client
+        .transcript_until(&id, Duration::from_millis(100), Duration::from_secs(30), |t| {
+            count_of(t, "status_idle") + count_of(t, "error") > 0
+        })
+        .await;
+    assert_eq!(lost.hits().await, 1, "the usage write met the fault");
+    lost.clear().await;
+    let idle = done["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(idle["type"], "status_idle", "{done}");
+    let usage = &idle["payload"]["usage"];
+    assert!(usage["inputTokens"].as_i64().unwrap() > 0);
+    let session = session_item(&id).await.unwrap();
+    assert_eq!(number(&session, "input_tokens_total"), usage["inputTokens"].as_i64());
+    assert_eq!(number(&session, "output_tokens_total"), usage["outputTokens"].as_i64());
+}
+
+/// Issue 15, defect 7: a page is bounded by what it takes in the function's answer, where the
+/// HTTP body is escaped into a JSON string: 110 messages of 16,000 `"` (6.4 MB escaped had
+/// they shared one page) are answered in pages that each fit Lambda's 6 MB, and every event is
+/// read once.
+#[tokio::test]
+async fn transcript_pages_of_quote_filled_messages_fit_a_lambda_answer() {
+    use knoq_shared::clock::Instant;
+    use knoq_shared::domain::EventType;
+    use knoq_shared::store::sessions::NewEvent;
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = quiet_session(&app, &caller, "Quotes ahead").await;
+    let quotes = "\"".repeat(16_000);
+    for _ in 0..110 {
+        let session = app.sessions.get(&id).await.unwrap().unwrap();
+        let run = session.active_run.clone().unwrap();
+        let event = NewEvent::new(EventType::UserMessage, json!({ "text": quotes }));
+        assert!(
+            app.sessions
+                .append_message_queued(&session, &event, &run.id, Instant::now())
+                .await
+                .unwrap()
+        );
+    }
+    let base = std::env::var("KNOQ_API_URL").expect("KNOQ_API_URL: run through `make test`");
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/transcript.json");
+    let template: Value = serde_json::from_str(&std::fs::read_to_string(sample).unwrap()).unwrap();
+    let mut cursor: Option<String> = None;
+    let mut seen = 0;
+    let mut pages = 0;
+    loop {
+        let mut event = template.clone();
+        event["cookies"] = json!([format!("{}={}", config().cookie_name, caller.token)]);
+        event["headers"].as_object_mut().unwrap().remove("cookie");
+        let mut query = json!({ "sessionId": id });
+        let mut raw = format!("sessionId={id}");
+        if let Some(cursor) = &cursor {
+            query["sinceEventId"] = json!(cursor);
+            raw.push_str(&format!("&sinceEventId={cursor}"));
+        }
+        event["queryStringParameters"] = query;
+        event["rawQueryString"] = json!(raw);
+        let answer = reqwest::Client::new()
+            .post(format!("{base}/2015-03-31/functions/transcript/invocations"))
+            .body(event.to_string())
+            .send()
+            .await
+            .expect("the local Lambda endpoint answers")
+            .bytes()
+            .await
+            .unwrap();
+        assert!(answer.len() < 6_291_456, "page {pages}: a {} byte Lambda answer", answer.len());
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(
+            answer["statusCode"],
+            200,
+            "{}",
+            &answer["body"].as_str().unwrap_or("")
+                [..200.min(answer["body"].as_str().unwrap_or("").len())]
+        );
+        let page: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+        let ids = ids_of(&page);
+        assert!(!ids.is_empty(), "a page with hasMore is never empty");
+        seen += ids.len();
+        pages += 1;
+        cursor = ids.last().cloned();
+        if page["hasMore"] != true {
+            break;
+        }
+    }
+    assert_eq!(seen, 111, "the opening message and the 110 quote-filled ones");
+    assert!(pages >= 2, "they do not fit one answer");
+}

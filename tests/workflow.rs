@@ -333,3 +333,35 @@ async fn a_checker_that_keeps_failing_ends_the_turn_with_an_error_event_and_free
     assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
     assert_ends_terminated_once(&client.transcript(&id).await);
 }
+
+/// Issue 15, defect 4: a run that ends through the failure path (`RecordFailure`) with a
+/// message queued for its next turn says that message was not answered.
+#[tokio::test]
+async fn a_run_ended_by_its_failure_path_names_the_queued_message_it_leaves_unanswered() {
+    let client = ApiClient::for_new_caller().await;
+    let (id, run_id) = client.create("This turn will fail too [[emu delay_ms=300]]").await;
+    let (status, _, body) = client.message(&id, "And one more thing").await;
+    assert_eq!((status.as_u16(), &body), (200, &json!({ "ok": true })));
+    dynamodb()
+        .await
+        .update_item()
+        .table_name(config().tables.sessions)
+        .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.clone()))
+        .update_expression("SET inject_fault = :fault")
+        .expression_attribute_values(
+            ":fault",
+            aws_sdk_dynamodb::types::AttributeValue::S(knoq_shared::turn::CHECKER_FAULT.into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let failed = client
+        .transcript_until(&id, PATIENT, Duration::from_secs(40), |t| count_of(t, "error") > 0)
+        .await;
+    let error = failed["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(error["type"], "error", "{:?}", event_types(&failed));
+    assert_eq!(error["payload"]["errorType"], "Knoq.InjectedFault");
+    assert_eq!(error["payload"]["unansweredMessages"], 1, "{error}");
+    assert!(error["payload"]["message"].as_str().unwrap().contains("was not answered"));
+    assert_eq!(execution_end(&run_id, Duration::from_secs(10)).await, "FAILED");
+}

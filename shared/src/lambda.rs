@@ -165,6 +165,7 @@ pub async fn serve_worker() -> Result<(), lambda_runtime::Error> {
         retry_base: std::time::Duration::from_millis(500),
         max_retry_wait: std::time::Duration::from_secs(30),
         connect_timeout: std::time::Duration::from_secs(10),
+        stall_timeout: crate::agent::provider::STALL_TIMEOUT,
     })?;
     let poll = std::time::Duration::from_secs(app.config.workflow.poll_interval_secs);
     let settings = WorkerSettings {

@@ -368,6 +368,7 @@ impl Checker {
                 ForRun::GoesOn(session) => session,
                 ForRun::Over(answer) => return Ok(answer),
             };
+            let event = with_unanswered(&event, session.queued_messages);
             if self.sessions.fail_turn(&session, run_id, &event, now).await? {
                 tracing::warn!(session_id, run_id = %run_id, error, "turn failed");
                 return Ok(CheckerResponse::stop(Outcome::Failed));

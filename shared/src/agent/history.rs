@@ -28,8 +28,10 @@ pub const HISTORY_CHAR_BUDGET: usize = 400_000;
 /// The result given to a tool call whose turn ended before its result was written.
 pub const INTERRUPTED_TOOL_RESULT: &str = "The tool call was interrupted before it returned.";
 
-/// The conversation of `events` (oldest first), cut to `budget` characters.
-pub fn conversation(events: &[StoredEvent], budget: usize) -> Vec<Message> {
+/// The conversation of turn `upto_turn` as `events` (oldest first) hold it, cut to `budget`
+/// characters. Events of later turns are left out: a message sent before this turn's worker
+/// started (queued for the next turn) is the next turn's to answer, not this one's.
+pub fn conversation(events: &[StoredEvent], upto_turn: u64, budget: usize) -> Vec<Message> {
     let mut turn = 0;
     let mut ordered: Vec<(u64, &StoredEvent)> = events
         .iter()
@@ -37,6 +39,7 @@ pub fn conversation(events: &[StoredEvent], budget: usize) -> Vec<Message> {
             turn = event.turn.unwrap_or(turn);
             (turn, event)
         })
+        .filter(|(turn, _)| *turn <= upto_turn)
         .collect();
     ordered.sort_by_key(|(turn, _)| *turn);
     let mut messages: Vec<Message> = Vec::new();
@@ -119,6 +122,16 @@ fn close_tool_calls(messages: &mut Vec<Message>, open: &mut Vec<String>) {
     }
 }
 
+/// About how many characters `event` adds to a conversation: how much of a transcript, read
+/// from its end, is enough for [`HISTORY_CHAR_BUDGET`].
+pub fn event_size(event: &StoredEvent) -> usize {
+    ["text", "content", "input", "name"]
+        .iter()
+        .filter_map(|field| event.payload.get(*field))
+        .map(|value| value.as_str().map_or_else(|| value.to_string().len(), str::len))
+        .sum()
+}
+
 fn size(message: &Message) -> usize {
     message
         .content
@@ -195,7 +208,7 @@ mod tests {
             in_turn(1, event("agent_message", json!({ "text": "are red." }))),
             in_turn(2, event("agent_message", json!({ "text": "Rhyming now." }))),
         ];
-        let messages = conversation(&events, HISTORY_CHAR_BUDGET);
+        let messages = conversation(&events, u64::MAX, HISTORY_CHAR_BUDGET);
         assert_eq!(
             messages,
             vec![
@@ -205,6 +218,31 @@ mod tests {
                 text(Role::Assistant, "Rhyming now."),
             ]
         );
+    }
+
+    #[test]
+    fn a_message_queued_for_a_later_turn_is_not_part_of_this_turns_conversation() {
+        // Sent before turn 1's worker read the transcript: queued for turn 2.
+        let events = vec![
+            in_turn(1, event("user_message", json!({ "text": "Write a poem" }))),
+            in_turn(2, event("user_message", json!({ "text": "Make it rhyme" }))),
+        ];
+        assert_eq!(
+            conversation(&events, 1, HISTORY_CHAR_BUDGET),
+            vec![text(Role::User, "Write a poem")]
+        );
+        assert_eq!(conversation(&events, 2, HISTORY_CHAR_BUDGET).len(), 1, "one user message");
+        let both = conversation(&events, 2, HISTORY_CHAR_BUDGET);
+        assert_eq!(both[0].content.len(), 2, "turn 2 sees both messages");
+    }
+
+    #[test]
+    fn event_sizes_count_what_the_conversation_carries() {
+        assert_eq!(event_size(&event("user_message", json!({ "text": "hello" }))), 5);
+        let tool =
+            event("tool_use", json!({ "toolUseId": "t", "name": "ab", "input": { "q": 1 } }));
+        assert_eq!(event_size(&tool), 2 + r#"{"q":1}"#.len());
+        assert_eq!(event_size(&event("status_idle", json!({ "stopReason": "end_turn" }))), 0);
     }
 
     fn text(role: Role, text: &str) -> Message {
@@ -229,7 +267,7 @@ mod tests {
             event("status_idle", json!({ "stopReason": "end_turn" })),
             event("user_message", json!({ "text": "Thanks" })),
         ];
-        let messages = conversation(&events, HISTORY_CHAR_BUDGET);
+        let messages = conversation(&events, u64::MAX, HISTORY_CHAR_BUDGET);
         assert_eq!(messages.len(), 5);
         assert_eq!(messages[0], text(Role::User, "Find my notes"));
         assert_eq!(messages[1].role, Role::Assistant);
@@ -250,7 +288,7 @@ mod tests {
             event("error", json!({ "message": "failed", "errorType": "worker_lost" })),
             event("user_message", json!({ "text": "Again" })),
         ];
-        let messages = conversation(&events, HISTORY_CHAR_BUDGET);
+        let messages = conversation(&events, u64::MAX, HISTORY_CHAR_BUDGET);
         assert_eq!(messages.len(), 3);
         assert_eq!(
             messages[2].content[0],
@@ -272,9 +310,9 @@ mod tests {
             event("agent_message", json!({ "text": "b".repeat(50) })),
             event("user_message", json!({ "text": "latest" })),
         ];
-        let messages = conversation(&events, 70);
+        let messages = conversation(&events, u64::MAX, 70);
         assert_eq!(messages, vec![text(Role::User, "latest")]);
-        let messages = conversation(&events, 10_000);
+        let messages = conversation(&events, u64::MAX, 10_000);
         assert_eq!(messages.len(), 5);
     }
 
@@ -282,7 +320,7 @@ mod tests {
     fn an_oversized_last_message_keeps_its_end() {
         let events =
             vec![event("user_message", json!({ "text": format!("{}end", "é".repeat(20)) }))];
-        let messages = conversation(&events, 7);
+        let messages = conversation(&events, u64::MAX, 7);
         let ContentBlock::Text { text } = &messages[0].content[0] else { panic!() };
         assert!(text.ends_with("end") && text.len() <= 7, "{text}");
     }

@@ -70,7 +70,27 @@ pub struct ProviderConfig {
     pub max_retry_wait: Duration,
     /// How long to wait for a TCP (and TLS) connection.
     pub connect_timeout: Duration,
+    /// How long an answer may send nothing at all (no byte, not even a `ping`) before the
+    /// call counts as failed: the provider pings every few seconds, so a silence this long
+    /// is a stalled connection, not a model thinking. Bounds the wait for the answer's
+    /// headers too.
+    pub stall_timeout: Duration,
 }
+
+/// The default [`ProviderConfig::stall_timeout`]: a minute without a byte.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most bytes of an error answer's body that are read: enough for any JSON error the
+/// API sends; a proxy's endless page is not read to its end.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// The most characters of a provider's error message that are kept (it reaches the user's
+/// `error` event and the session item).
+const ERROR_MESSAGE_LIMIT: usize = 300;
+
+/// The most bytes one tool call's input may take while it streams in: far above what any
+/// tool of ours takes, well below what a worker's memory or an event item can hold.
+pub const TOOL_INPUT_LIMIT: usize = 64 * 1024;
 
 /// Who says a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,7 +347,9 @@ impl Provider {
         let mut attempt = 1;
         loop {
             let failure = match self.attempt(body.clone()).await {
-                Ok(response) => return Ok(ModelStream::from_response(response)),
+                Ok(response) => {
+                    return Ok(ModelStream::from_response(response, self.config.stall_timeout));
+                }
                 Err(failure) => failure,
             };
             if attempt >= attempts || !failure.error.is_retryable() {
@@ -368,27 +390,55 @@ impl Provider {
     /// One request: the response when it opened a stream, else why not.
     async fn attempt(&self, body: Vec<u8>) -> Result<Response, Failure> {
         let sent = self.client.post(self.url.clone()).headers(self.headers.clone()).body(body);
-        let response = sent.send().await.map_err(|error| Failure {
-            error: ProviderError::Connection(self.redact(error_chain(&error))),
-            retry_after: None,
-        })?;
+        let stall = self.config.stall_timeout;
+        let response = match tokio::time::timeout(stall, sent.send()).await {
+            Ok(sent) => sent.map_err(|error| Failure {
+                error: ProviderError::Connection(self.redact(error_chain(&error))),
+                retry_after: None,
+            })?,
+            Err(_) => {
+                let error = format!("no answer within {} s", stall.as_secs());
+                return Err(Failure { error: ProviderError::Connection(error), retry_after: None });
+            }
+        };
         let status = response.status();
         if status.is_success() {
             return expect_event_stream(response)
                 .map_err(|error| Failure { error, retry_after: None });
         }
         let retry_after = retry_after(response.headers());
-        let text = response.text().await.unwrap_or_default();
+        let text = bounded_body(response, ERROR_BODY_LIMIT, stall).await;
         let error = self.status_error(status.as_u16(), &text);
         Err(Failure { error, retry_after })
     }
 
     fn status_error(&self, status: u16, body: &str) -> ProviderError {
         let (error_type, message) = match serde_json::from_str::<ApiErrorBody>(body) {
-            Ok(parsed) => (parsed.error.kind, parsed.error.message),
+            Ok(parsed) => {
+                (excerpt(&parsed.error.kind, status), excerpt(&parsed.error.message, status))
+            }
             Err(_) => (default_error_type(status).to_owned(), excerpt(body, status)),
         };
         ProviderError::Status { status, error_type, message: self.redact(message) }
+    }
+
+    /// `error` as it may be shown and stored: the API key replaced wherever a server echoed
+    /// it (a stream's `error` event too), and its texts cut to a few hundred characters.
+    pub fn redacted(&self, error: ProviderError) -> ProviderError {
+        let clean = |text: String| self.redact(excerpt(&text, 0));
+        match error {
+            ProviderError::Status { status, error_type, message } => ProviderError::Status {
+                status,
+                error_type: clean(error_type),
+                message: clean(message),
+            },
+            ProviderError::Stream { error_type, message } => {
+                ProviderError::Stream { error_type: clean(error_type), message: clean(message) }
+            }
+            ProviderError::Connection(text) => ProviderError::Connection(clean(text)),
+            ProviderError::Malformed(text) => ProviderError::Malformed(clean(text)),
+            ProviderError::Config(text) => ProviderError::Config(clean(text)),
+        }
     }
 
     /// `text` with every occurrence of the API key replaced, should a server echo it.
@@ -455,7 +505,7 @@ fn default_error_type(status: u16) -> &'static str {
 
 /// The start of an unparsable error body, or the status when it is empty.
 fn excerpt(body: &str, status: u16) -> String {
-    const LIMIT: usize = 300;
+    const LIMIT: usize = ERROR_MESSAGE_LIMIT;
     let body = body.trim();
     if body.is_empty() {
         return format!("HTTP {status}");
@@ -464,6 +514,21 @@ fn excerpt(body: &str, status: u16) -> String {
         Some((end, _)) => format!("{}...", &body[..end]),
         None => body.to_owned(),
     }
+}
+
+/// At most `limit` bytes of `response`'s body as text (lossy), waiting at most `stall` for
+/// each chunk: an error answer is read only as far as anyone would read it.
+async fn bounded_body(mut response: Response, limit: usize, stall: Duration) -> String {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match tokio::time::timeout(stall, response.chunk()).await {
+            Ok(Ok(Some(chunk))) => {
+                body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())])
+            }
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 fn status_of(error: &ProviderError) -> Option<u16> {
@@ -529,6 +594,7 @@ pub struct ModelStream {
     decoder: EventDecoder,
     pending: VecDeque<StreamEvent>,
     ended: bool,
+    stall_timeout: Duration,
 }
 
 impl fmt::Debug for ModelStream {
@@ -541,8 +607,10 @@ impl fmt::Debug for ModelStream {
 }
 
 impl ModelStream {
-    fn from_response(response: Response) -> Self {
-        Self::from_blocks(Box::pin(SseByteStream::new(response.bytes_stream())))
+    fn from_response(response: Response, stall_timeout: Duration) -> Self {
+        let mut stream = Self::from_blocks(Box::pin(SseByteStream::new(response.bytes_stream())));
+        stream.stall_timeout = stall_timeout;
+        stream
     }
 
     /// A stream over a recorded answer, delivered in these chunks (for tests of code that
@@ -558,7 +626,13 @@ impl ModelStream {
     }
 
     fn from_blocks(blocks: SseBlocks) -> Self {
-        Self { blocks, decoder: EventDecoder::new(), pending: VecDeque::new(), ended: false }
+        Self {
+            blocks,
+            decoder: EventDecoder::new(),
+            pending: VecDeque::new(),
+            ended: false,
+            stall_timeout: STALL_TIMEOUT,
+        }
     }
 
     /// The next event; `Ok(None)` after `message_stop` (or a clean end). An `error` event →
@@ -573,7 +647,13 @@ impl ModelStream {
             if self.ended {
                 return Ok(None);
             }
-            let block = match self.blocks.next().await {
+            let Ok(next) = tokio::time::timeout(self.stall_timeout, self.blocks.next()).await
+            else {
+                let error =
+                    format!("the stream sent nothing for {} s", self.stall_timeout.as_secs());
+                return Err(self.fail(ProviderError::Connection(error)));
+            };
+            let block = match next {
                 Some(Ok(block)) => block,
                 Some(Err(error)) => return Err(self.fail(framing_error(error))),
                 None => {
@@ -707,6 +787,11 @@ impl Assembler {
     fn input(&mut self, index: usize, partial_json: &str) -> Result<(), ProviderError> {
         match self.blocks.get_mut(&index) {
             Some(Building::ToolUse { json, .. }) => {
+                if json.len() + partial_json.len() > TOOL_INPUT_LIMIT {
+                    return Err(ProviderError::Malformed(format!(
+                        "a tool call's input is over {TOOL_INPUT_LIMIT} bytes"
+                    )));
+                }
                 json.push_str(partial_json);
                 Ok(())
             }
@@ -1187,6 +1272,7 @@ data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}
             retry_base: Duration::from_millis(5),
             max_retry_wait: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
+            stall_timeout: STALL_TIMEOUT,
         }
     }
 
@@ -1531,6 +1617,77 @@ data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}
         let seen = seen.expect("the server saw the close").expect("a close time");
         let lag = seen.saturating_duration_since(dropped);
         assert!(lag < Duration::from_millis(100), "closed {lag:?} after the drop");
+    }
+
+    #[tokio::test]
+    async fn a_stream_silent_past_the_stall_timeout_fails_and_is_closed() {
+        let (closed, mut closes) = mpsc::unbounded_channel();
+        let server = TestServer::start(vec![Reply::Silent(closed)]).await;
+        let mut config = config(&server.base_url);
+        config.stall_timeout = Duration::from_millis(300);
+        let provider = Provider::new(config).unwrap();
+        let mut stream = provider.open(&conversation(), &[]).await.unwrap();
+        assert!(matches!(stream.next().await, Ok(Some(StreamEvent::MessageStart { .. }))));
+        let started = Instant::now();
+        let error = stream.next().await.unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(300), "not before the timeout");
+        assert!(error.to_string().contains("sent nothing"), "{error}");
+        assert!(error.is_retryable(), "a stalled call may be tried again");
+        assert!(matches!(stream.next().await, Ok(None)), "the stream is over");
+        let seen = tokio::time::timeout(Duration::from_secs(2), closes.recv()).await;
+        assert!(seen.expect("the server saw the close").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_huge_error_body_is_read_only_so_far_and_cut_short() {
+        let body = format!("<html>{}{KEY}</html>", "x".repeat(2_000_000));
+        let server =
+            TestServer::start(vec![Reply::Status { status: 400, headers: vec![], body }]).await;
+        let provider = Provider::new(config(&server.base_url)).unwrap();
+        let error = provider.open(&conversation(), &[]).await.unwrap_err();
+        let ProviderError::Status { status, message, .. } = &error else { panic!("{error:?}") };
+        assert_eq!(*status, 400);
+        assert!(message.chars().count() <= ERROR_MESSAGE_LIMIT + 3, "{} chars", message.len());
+        let long = json!({ "type": "error", "error": { "type": "overloaded_error",
+            "message": format!("{}{KEY}", "y".repeat(100_000)) } });
+        let server = TestServer::start(vec![Reply::Status {
+            status: 400,
+            headers: vec![],
+            body: long.to_string(),
+        }])
+        .await;
+        let provider = Provider::new(config(&server.base_url)).unwrap();
+        let error = provider.open(&conversation(), &[]).await.unwrap_err();
+        assert!(error.to_string().len() < 1_000, "{} bytes", error.to_string().len());
+        assert!(!error.to_string().contains(KEY));
+    }
+
+    #[test]
+    fn a_stream_error_is_redacted_and_cut_short_before_anyone_sees_it() {
+        let provider = Provider::new(config("http://127.0.0.1:1")).unwrap();
+        let error = ProviderError::Stream {
+            error_type: "overloaded_error".into(),
+            message: format!("echo {KEY} {}", "z".repeat(10_000)),
+        };
+        let shown = provider.redacted(error).to_string();
+        assert!(!shown.contains(KEY), "{shown}");
+        assert!(shown.contains("<redacted>"));
+        assert!(shown.len() < 1_000);
+    }
+
+    #[test]
+    fn a_tool_input_over_its_limit_is_refused_while_it_streams() {
+        let tool = StreamEvent::BlockStart {
+            index: 0,
+            block: StartedBlock::ToolUse { id: "t".into(), name: "n".into() },
+        };
+        let piece =
+            |n: usize| StreamEvent::InputJsonDelta { index: 0, partial_json: "a".repeat(n) };
+        let mut assembler = Assembler::new();
+        assembler.push(tool).unwrap();
+        assembler.push(piece(TOOL_INPUT_LIMIT - 1)).unwrap();
+        let error = assembler.push(piece(2)).unwrap_err();
+        assert!(error.to_string().contains("over"), "{error}");
     }
 
     #[derive(Clone, Default)]

@@ -41,6 +41,40 @@ use crate::store::turn_worker::{ClaimedTurn, TokenUsage, TurnEnd};
 /// The longest streamed text waits before it is written as an `agent_message`.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
+/// The most bytes one `agent_message` piece takes once stored (its text as escaped in the
+/// event's JSON payload): streamed text is written as soon as this much is pending, and a
+/// longer pending text is written in several pieces, so a fast stream (a cache or a proxy
+/// can send megabytes in a second) never makes an event over DynamoDB's 400 KB item, nor a
+/// transaction over its 4 MB.
+pub const PIECE_BYTES: usize = 64 * 1024;
+
+/// How many bytes `c` takes in a JSON string (escaped as serde_json escapes it).
+fn escaped_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Where the first piece of `text` ends: the longest prefix (on a character boundary, at
+/// least one character) whose escaped size is at most `max_bytes`.
+pub fn piece_end(text: &str, max_bytes: usize) -> usize {
+    let mut size = 0;
+    for (at, c) in text.char_indices() {
+        size += escaped_len(c);
+        if size > max_bytes && at > 0 {
+            return at;
+        }
+    }
+    text.len()
+}
+
+/// The escaped size of `text` in a JSON string.
+pub fn escaped_size(text: &str) -> usize {
+    text.chars().map(escaped_len).sum()
+}
+
 /// Text in a turn's latest user message that makes its worker hang after its first event
 /// (no more writes, no lease renewal), where fault injection is enabled: how tests kill a
 /// worker mid-turn.
@@ -167,10 +201,20 @@ impl Worker {
             return Ok(response(WorkerOutcome::NotClaimed, TokenUsage::default()));
         };
         let events = self.transcript(&turn.session_id, &turn.last_event_id).await?;
-        let latest_message = events.iter().rev().find(|event| event.kind == "user_message");
+        // This turn's conversation: later turns' messages (sent before this worker started)
+        // are theirs to answer.
+        let messages = history::conversation(&events, turn.turn_seq, HISTORY_CHAR_BUDGET);
         let hang = self.settings.fault_injection
-            && latest_message
-                .and_then(|event| event.payload["text"].as_str())
+            && messages
+                .iter()
+                .rev()
+                .find(|message| message.role == Role::User)
+                .and_then(|message| {
+                    message.content.iter().find_map(|block| match block {
+                        ContentBlock::Text { text } => Some(text),
+                        _ => None,
+                    })
+                })
                 .is_some_and(|text| text.contains(HANG_FAULT_MARKER));
         let mut play = Play {
             worker: self,
@@ -180,7 +224,6 @@ impl Worker {
             usage: TokenUsage::default(),
             hang_after_first_event: hang,
         };
-        let messages = history::conversation(&events, HISTORY_CHAR_BUDGET);
         let played = match play.run(messages).await {
             Ok(played) => played,
             Err(error) => {
@@ -210,22 +253,19 @@ impl Worker {
         Ok(answer)
     }
 
-    /// Every event of the session up to `upto`, oldest first.
+    /// The latest events of the session up to `upto`, oldest first: read from the end until
+    /// they hold more than a conversation's [`HISTORY_CHAR_BUDGET`], so a long transcript is
+    /// never loaded whole.
     async fn transcript(
         &self,
         session_id: &str,
         upto: &EventId,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut events: Vec<StoredEvent> = Vec::new();
-        loop {
-            let since = events.last().map(|event| EventId::from_stored(event.id.clone()));
-            let page = self.events.page(session_id, since.as_ref(), upto, 100).await?;
-            let done = !page.has_more || page.events.is_empty();
-            events.extend(page.events);
-            if done {
-                return Ok(events);
-            }
-        }
+        self.events
+            .latest(session_id, upto, |newest_first| {
+                newest_first.iter().map(history::event_size).sum::<usize>() > HISTORY_CHAR_BUDGET
+            })
+            .await
     }
 }
 
@@ -233,7 +273,7 @@ fn response(outcome: WorkerOutcome, usage: TokenUsage) -> WorkerResponse {
     WorkerResponse { outcome, input_tokens: usage.input, output_tokens: usage.output }
 }
 
-/// What the provider's failure tells the user.
+/// What the provider's failure tells the user (`error` as [`Provider::redacted`] made it).
 fn failure(error: &ProviderError) -> TurnEnd {
     TurnEnd::Failed {
         error_type: error.error_type().to_owned(),
@@ -311,7 +351,7 @@ impl Play<'_> {
             };
             let stream = match opened {
                 Ok(stream) => stream,
-                Err(error) => return Ok(Some(Err(failure(&error)))),
+                Err(error) => return Ok(Some(Err(failure(&worker.provider.redacted(error))))),
             };
             let mut streamed = Streamed::default();
             let result = self.stream(stream, &mut streamed).await;
@@ -345,7 +385,7 @@ impl Play<'_> {
                         }
                         continue;
                     }
-                    return Ok(Some(Err(failure(&error))));
+                    return Ok(Some(Err(failure(&self.worker.provider.redacted(error)))));
                 }
             }
         }
@@ -360,6 +400,8 @@ impl Play<'_> {
     ) -> Result<(Usage, StreamOutcome), WorkerError> {
         let mut assembler = Assembler::new();
         let mut pending = String::new();
+        // The escaped size of `pending` (at least: pieces flushed early are not taken off).
+        let mut pending_bytes = 0;
         let mut last_flush = tokio::time::Instant::now();
         loop {
             let Some(next) = self.watched(stream.next()).await? else {
@@ -386,7 +428,10 @@ impl Play<'_> {
             };
             for output in outputs {
                 match output {
-                    Output::Text(text) => pending.push_str(&text),
+                    Output::Text(text) => {
+                        pending_bytes += escaped_size(&text);
+                        pending.push_str(&text);
+                    }
                     Output::ToolUse { id, name, input } => {
                         if !self.flush(&mut pending, streamed).await? {
                             return Ok((stream.usage(), StreamOutcome::Stopped));
@@ -408,30 +453,33 @@ impl Play<'_> {
                     }
                 }
             }
-            if !pending.is_empty() && last_flush.elapsed() >= FLUSH_EVERY {
+            let due = last_flush.elapsed() >= FLUSH_EVERY || pending_bytes >= PIECE_BYTES;
+            if !pending.is_empty() && due {
                 if !self.flush(&mut pending, streamed).await? {
                     return Ok((stream.usage(), StreamOutcome::Stopped));
                 }
+                pending_bytes = 0;
                 last_flush = tokio::time::Instant::now();
             }
         }
     }
 
-    /// Writes the text streamed since the last flush as one `agent_message`.
+    /// Writes the text streamed since the last flush as `agent_message` events, each at
+    /// most [`PIECE_BYTES`] once stored.
     async fn flush(
         &mut self,
         pending: &mut String,
         streamed: &mut Streamed,
     ) -> Result<bool, WorkerError> {
-        if pending.is_empty() {
-            return Ok(true);
+        while !pending.is_empty() {
+            let end = piece_end(pending, PIECE_BYTES);
+            let event = NewEvent::new(EventType::AgentMessage, json!({ "text": &pending[..end] }));
+            if !self.write(&event).await? {
+                return Ok(false);
+            }
+            streamed.text.push_str(&pending[..end]);
+            pending.drain(..end);
         }
-        let event = NewEvent::new(EventType::AgentMessage, json!({ "text": pending.as_str() }));
-        if !self.write(&event).await? {
-            return Ok(false);
-        }
-        streamed.text.push_str(pending);
-        pending.clear();
         Ok(true)
     }
 
@@ -459,7 +507,9 @@ impl Play<'_> {
         self.usage.input += usage.input;
         self.usage.output += usage.output;
         if usage != TokenUsage::default() {
-            self.worker.sessions.add_token_usage(&self.turn.session_id, usage).await?;
+            // One id per model call: a lost answer that the SDK resends counts it once.
+            let call_id = uuid::Uuid::new_v4().to_string();
+            self.worker.sessions.add_token_usage(&self.turn.session_id, &call_id, usage).await?;
         }
         Ok(())
     }
@@ -495,4 +545,33 @@ enum StreamOutcome {
     Done(String),
     Failed(ProviderError),
     Stopped,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_are_bounded_by_their_escaped_size_and_split_on_characters() {
+        assert_eq!(piece_end("", 4), 0);
+        assert_eq!(piece_end("abcdef", 4), 4);
+        // Each quote takes two bytes escaped: two of them fill four bytes.
+        assert_eq!(piece_end("\"\"\"\"", 4), 2);
+        // A four-byte character is never cut, and a piece holds at least one character.
+        assert_eq!(piece_end("\u{1D11E}\u{1D11E}", 6), 4);
+        assert_eq!(piece_end("\u{1D11E}", 2), 4);
+        assert_eq!(escaped_size("a\"\\\u{1}é"), 1 + 2 + 2 + 6 + 2);
+        // Pieces of a long text, rejoined, are the text; each within the bound as stored.
+        let text: String = "q\"é\u{1D11E}\n".repeat(50_000);
+        let mut rest = text.as_str();
+        let mut joined = String::new();
+        while !rest.is_empty() {
+            let end = piece_end(rest, PIECE_BYTES);
+            let stored = serde_json::json!({ "text": &rest[..end] }).to_string();
+            assert!(stored.len() <= PIECE_BYTES + 20, "{} bytes", stored.len());
+            joined.push_str(&rest[..end]);
+            rest = &rest[end..];
+        }
+        assert_eq!(joined, text);
+    }
 }

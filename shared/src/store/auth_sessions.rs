@@ -30,12 +30,28 @@ impl AuthSessionStore {
     }
 
     /// The record stored under `token_hash`, if any (expired or not: the caller decides).
+    /// An eventually consistent read (half the cost) finds every cookie issued more than a
+    /// moment ago; a miss is read again strongly consistently before it counts, because a
+    /// cookie used right after sign-in may not have reached the replica the first read
+    /// asked, and a miss is remembered (the auth cache) for seconds.
     pub async fn get(&self, token_hash: &str) -> Result<Option<AuthRecord>, StoreError> {
+        match self.read(token_hash, false).await? {
+            Some(record) => Ok(Some(record)),
+            None => self.read(token_hash, true).await,
+        }
+    }
+
+    async fn read(
+        &self,
+        token_hash: &str,
+        consistent: bool,
+    ) -> Result<Option<AuthRecord>, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("token_hash", s(token_hash))
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(|e| StoreError::sdk("GetItem", e))?;

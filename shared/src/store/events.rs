@@ -29,10 +29,14 @@ pub struct StoredEvent {
 /// Most items one `BatchWriteItem` may carry (a DynamoDB limit).
 const BATCH_WRITE_MAX: usize = 25;
 
-/// About the most event bytes one transcript page carries. A Lambda response may not exceed
-/// 6 MB, and a page of 100 events of the largest messages (16,000 four-byte characters each)
-/// would be 6.4 MB; 4 MiB leaves room for one more event of the largest item DynamoDB holds
-/// (400 KB) and the JSON around the events.
+/// About the most bytes one transcript page's events take in the function's answer, as
+/// Lambda counts them. A synchronous Lambda answer may not exceed 6 MB, and for API Gateway
+/// that answer is a JSON document whose `body` is the HTTP body escaped as a JSON string:
+/// every `"` and `\` of the body doubled, control characters six bytes. So an event is
+/// counted by its escaped size ([`event_bytes`]), not its stored one: 100 messages of 16,000
+/// `"` each are 3.2 MB stored and 6.4 MB escaped. 4 MiB leaves room for one more event of
+/// the largest item DynamoDB holds (400 KB stored, at most twice that escaped) and the JSON
+/// around the events.
 pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// What one [`EventStore::purge`] call did.
@@ -66,11 +70,23 @@ fn stored_event(item: &super::Item) -> Result<StoredEvent, StoreError> {
     })
 }
 
-/// About how many bytes an event item takes in a transcript answer: its stored payload and
-/// the fields around it.
+/// About how many bytes an event item takes in a transcript page's Lambda answer: its stored
+/// payload (JSON text, which the body carries as it is) and the fields around it, each byte
+/// counted as it is once the body is escaped into the API Gateway answer's `body` string.
 fn event_bytes(item: &super::Item) -> usize {
-    const ENVELOPE: usize = 160; // field names, id, type, timestamp
-    ENVELOPE + get_s(item, "payload").map_or(0, str::len)
+    const ENVELOPE: usize = 200; // field names, id, type, timestamp, escaped
+    ENVELOPE + get_s(item, "payload").map_or(0, escaped_in_body)
+}
+
+/// How many bytes `text`, part of an HTTP body, takes once the body is a JSON string.
+pub fn escaped_in_body(text: &str) -> usize {
+    text.bytes()
+        .map(|byte| match byte {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            byte if byte < 0x20 => 6,
+            _ => 1,
+        })
+        .sum()
 }
 
 /// Reads transcript events.
@@ -152,6 +168,45 @@ impl EventStore {
         }
     }
 
+    /// The latest events of `session_id` up to `upto` included, oldest first: read newest
+    /// first, a page at a time, until `enough` says the events read so far (newest first)
+    /// suffice or the transcript is exhausted. How a worker reads the conversation it sends
+    /// without loading a long transcript whole.
+    pub async fn latest(
+        &self,
+        session_id: &str,
+        upto: &EventId,
+        mut enough: impl FnMut(&[StoredEvent]) -> bool,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events: Vec<StoredEvent> = Vec::new();
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("session_id = :id AND event_id <= :upto")
+                .expression_attribute_values(":id", s(session_id))
+                .expression_attribute_values(":upto", s(upto.as_str()))
+                .scan_index_forward(false)
+                .limit(100)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::sdk("Query", e))?;
+            for item in output.items() {
+                events.push(stored_event(item)?);
+            }
+            match output.last_evaluated_key {
+                Some(key) if !key.is_empty() && !enough(&events) => start = Some(key),
+                _ => break,
+            }
+        }
+        events.reverse();
+        Ok(events)
+    }
+
     /// Deletes the events of `session_id` until none is left or `deadline` has passed:
     /// pages of keys from a strongly consistent `Query`, removed with `BatchWriteItem` in
     /// batches of 25, unprocessed items sent again with a growing wait. The deadline is
@@ -231,5 +286,25 @@ impl EventStore {
             "{} event deletes still unprocessed after {UNPROCESSED_RETRIES} retries",
             requests.len()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_counts_as_its_payload_escaped_into_the_answer() {
+        assert_eq!(escaped_in_body("abc"), 3);
+        assert_eq!(escaped_in_body("\"\\"), 4);
+        assert_eq!(escaped_in_body("\u{1}\n"), 8);
+        // The largest message of quotes: stored as JSON text (each quote escaped once), then
+        // escaped again in the answer.
+        let payload = serde_json::json!({ "text": "\"".repeat(16_000) }).to_string();
+        assert!(escaped_in_body(&payload) >= 4 * 16_000);
+        // 100 of them no longer fit one page.
+        let item = super::super::Item::from([("payload".to_owned(), s(&payload))]);
+        assert!(100 * event_bytes(&item) > PAGE_BYTES);
+        const { assert!(PAGE_BYTES + 2 * 400_000 + 64 * 1024 < 6_000_000, "a page fits") };
     }
 }

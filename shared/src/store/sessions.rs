@@ -589,7 +589,10 @@ impl SessionStore {
     }
 
     /// Ends `run` through its failure path: appends the `error` event, clears the run and
-    /// leaves the session idle, if `run` is still active and the session is not cancelled.
+    /// leaves the session idle, if `run` is still active, the session is not cancelled, and
+    /// exactly the `session.queued_messages` messages the event names as unanswered are
+    /// queued: a message queued since the read makes the guard refuse, so the caller reads
+    /// again and names it too (none is dropped without a word).
     pub async fn fail_turn(
         &self,
         session: &SessionRecord,
@@ -600,8 +603,18 @@ impl SessionStore {
         let append = Append {
             set: ", #status = :idle",
             remove: Some(RUN_ATTRIBUTES),
-            condition: "active_run = :run AND attribute_not_exists(cancelled_at)",
-            values: vec![(":run", s(run.as_str())), (":idle", s(STATUS_IDLE))],
+            condition: if session.queued_messages == 0 {
+                "active_run = :run AND attribute_not_exists(cancelled_at) \
+                 AND (attribute_not_exists(queued_messages) OR queued_messages = :seen)"
+            } else {
+                "active_run = :run AND attribute_not_exists(cancelled_at) \
+                 AND queued_messages = :seen"
+            },
+            values: vec![
+                (":run", s(run.as_str())),
+                (":idle", s(STATUS_IDLE)),
+                (":seen", n(session.queued_messages)),
+            ],
         };
         self.append(session, event, append, now).await
     }

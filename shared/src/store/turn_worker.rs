@@ -19,10 +19,10 @@
 //! The checker stays the one that decides that a run is over.
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::sessions::{Append, NewEvent, SessionRecord, SessionStore};
-use super::{StoreError, n, s, updated};
+use super::{Attempts, StoreError, get_s, n, retry_conflicts, s, updated};
 use crate::clock::Instant;
 use crate::domain::{EventId, RunId};
 
@@ -86,27 +86,45 @@ impl SessionStore {
         worker_id: &str,
         lease_until: Instant,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(session_id))
-            .update_expression("SET worker_id = :me, worker_lease_until = :lease")
-            .condition_expression(
-                "active_run = :run AND attribute_not_exists(worker_id) \
-                 AND attribute_not_exists(turn_result) \
-                 AND attribute_not_exists(cancelled_at) AND attribute_not_exists(deleted_at)",
-            )
-            .expression_attribute_values(":me", s(worker_id))
-            .expression_attribute_values(":lease", n(lease_until.epoch_millis()))
-            .expression_attribute_values(":run", s(run.as_str()))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
+        let attempts = Attempts::default();
+        let result = retry_conflicts(|| {
+            attempts.reset();
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(session_id))
+                .update_expression("SET worker_id = :me, worker_lease_until = :lease")
+                .condition_expression(
+                    "active_run = :run AND attribute_not_exists(worker_id) \
+                     AND attribute_not_exists(turn_result) \
+                     AND attribute_not_exists(cancelled_at) AND attribute_not_exists(deleted_at)",
+                )
+                .expression_attribute_values(":me", s(worker_id))
+                .expression_attribute_values(":lease", n(lease_until.epoch_millis()))
+                .expression_attribute_values(":run", s(run.as_str()))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .customize()
+                .interceptor(attempts.clone())
+                .send()
+        })
+        .await;
         match result {
             Ok(output) => output.attributes.as_ref().map(SessionRecord::from_item).transpose(),
             Err(error) => match error.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
+                // Refused. When the SDK sent the claim more than once, the refusal may be of
+                // its own earlier attempt, which committed and whose answer was lost: the
+                // item then names this worker, and the turn is this worker's after all.
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    match failed.item() {
+                        Some(item) if get_s(item, "worker_id") == Some(worker_id) => {
+                            SessionRecord::from_item(item).map(Some)
+                        }
+                        _ => Ok(None),
+                    }
+                }
                 _ => Err(StoreError::sdk("UpdateItem", error)),
             },
         }
@@ -216,28 +234,55 @@ impl SessionStore {
 
     /// Adds one model call's tokens to the session's lifetime totals (`input_tokens_total`,
     /// `output_tokens_total`), also for a call that a cancel cut off: spend is recorded
-    /// whatever became of the turn. `false` when the session no longer exists.
+    /// whatever became of the turn. `call_id` names the model call: the same write records it
+    /// in `usage_call` and is refused when it is already there, so a write whose answer was
+    /// lost and that the SDK sent again never counts the call twice. `false` when the session
+    /// no longer exists.
     pub async fn add_token_usage(
         &self,
         session_id: &str,
+        call_id: &str,
         usage: TokenUsage,
     ) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.sessions_table)
-            .key("id", s(session_id))
-            .update_expression("ADD input_tokens_total :in, output_tokens_total :out")
-            .condition_expression("attribute_exists(id)")
-            .expression_attribute_values(":in", n(usage.input))
-            .expression_attribute_values(":out", n(usage.output))
-            .send()
-            .await;
-        updated(result)
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(session_id))
+                .update_expression(
+                    "ADD input_tokens_total :in, output_tokens_total :out SET usage_call = :call",
+                )
+                .condition_expression(
+                    "attribute_exists(id) AND (attribute_not_exists(usage_call) \
+                     OR usage_call <> :call)",
+                )
+                .expression_attribute_values(":in", n(usage.input))
+                .expression_attribute_values(":out", n(usage.output))
+                .expression_attribute_values(":call", s(call_id))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+        })
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) => match error.as_service_error() {
+                // Refused: the session is gone, or this call's usage is already counted (by
+                // this very write, whose answer was lost).
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    Ok(failed.item().is_some_and(|item| get_s(item, "usage_call") == Some(call_id)))
+                }
+                _ => Err(StoreError::sdk("UpdateItem", error)),
+            },
+        }
     }
 
     /// One `UpdateItem` of the worker's own turn under `condition` (which may use `:run` and
-    /// `:me`); `false` when the condition failed.
+    /// `:me`); `false` when the condition failed. Sent again while it meets a transaction in
+    /// flight on the session item ([`retry_conflicts`]): a user message's append is one, and
+    /// a heartbeat that lost to it must not end the turn. Every write here sets values only
+    /// (no counters), so a copy the SDK resends after a lost answer writes the same again.
     async fn update_own_turn(
         &self,
         turn: &ClaimedTurn,
@@ -257,7 +302,8 @@ impl SessionStore {
             .condition_expression(condition)
             .expression_attribute_values(":run", s(turn.run.as_str()))
             .expression_attribute_values(":me", s(&turn.worker_id));
-        updated(values(request).send().await)
+        let request = values(request);
+        updated(retry_conflicts(|| request.clone().send()).await)
     }
 }
 
