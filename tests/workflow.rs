@@ -365,3 +365,163 @@ async fn a_run_ended_by_its_failure_path_names_the_queued_message_it_leaves_unan
     assert!(error["payload"]["message"].as_str().unwrap().contains("was not answered"));
     assert_eq!(execution_end(&run_id, Duration::from_secs(10)).await, "FAILED");
 }
+
+/// Sets attributes of session `id` directly, as a run or a worker that is gone left them.
+async fn set_on_session(id: &str, values: &[(&str, aws_sdk_dynamodb::types::AttributeValue)]) {
+    let mut update = dynamodb()
+        .await
+        .update_item()
+        .table_name(config().tables.sessions)
+        .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id.to_owned()));
+    let mut clauses = Vec::new();
+    for (index, (name, value)) in values.iter().enumerate() {
+        clauses.push(format!("#n{index} = :v{index}"));
+        update = update
+            .expression_attribute_names(format!("#n{index}"), *name)
+            .expression_attribute_values(format!(":v{index}"), value.clone());
+    }
+    update.update_expression(format!("SET {}", clauses.join(", "))).send().await.unwrap();
+}
+
+fn s_value(text: &str) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::S(text.to_owned())
+}
+
+fn n_value(number: i64) -> aws_sdk_dynamodb::types::AttributeValue {
+    aws_sdk_dynamodb::types::AttributeValue::N(number.to_string())
+}
+
+fn rfc3339_ago(ago: Duration) -> String {
+    Instant::from_epoch_millis(epoch_ms() - ago.as_millis() as i64).rfc3339()
+}
+
+/// Issue 15, defect 3: a turn whose worker start was lost (the asynchronous invoke, or the
+/// answer of the token that asked for it) gets its worker started again, at most once every
+/// few seconds, instead of ending `worker_lost` a minute later.
+#[tokio::test]
+async fn an_unclaimed_turn_gets_its_worker_started_again() {
+    use knoq_shared::turn::WORKER_RESTART_EVERY;
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = quiet_session(&app, &caller, "Nobody started my worker").await;
+    let run = attr(&session_item(&id).await.unwrap(), "active_run").unwrap().to_owned();
+    let poll = json!({ "action": "poll", "sessionId": id, "runId": run });
+    assert_eq!(invoke("checker", poll.clone()).await["next"], "continue", "still in time");
+    let started = epoch_ms() - WORKER_RESTART_EVERY.as_millis() as i64 - 1_000;
+    set_on_session(&id, &[("run_started_at", n_value(started))]).await;
+    let answer = invoke("checker", poll.clone()).await;
+    assert_eq!(answer, json!({ "next": "startWorker", "outcome": "running" }));
+    let again = invoke("checker", poll).await;
+    assert_eq!(again["next"], "continue", "one restart per {WORKER_RESTART_EVERY:?}");
+    assert!(number(&session_item(&id).await.unwrap(), "worker_restarted_at").is_some());
+}
+
+/// Issue 15, defect 3: a checker invocation that arrives late (its poll step already timed
+/// out and the next one stored its token) never stores its expired token over the live one,
+/// which a cancel's wake-up answers.
+#[tokio::test]
+async fn a_late_poll_never_stores_its_expired_token_over_a_later_one() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = quiet_session(&app, &caller, "Poll me twice").await;
+    let run = attr(&session_item(&id).await.unwrap(), "active_run").unwrap().to_owned();
+    let poll = |token: &str, entered: String| {
+        json!({ "action": "poll", "sessionId": id, "runId": run, "taskToken": token,
+                "pollEnteredAt": entered })
+    };
+    let fresh = invoke("checker", poll("token-of-the-later-step", rfc3339_ago(Duration::ZERO)));
+    assert_eq!(fresh.await["next"], "continue");
+    let late =
+        invoke("checker", poll("token-of-the-earlier-step", rfc3339_ago(Duration::from_secs(3))));
+    assert_eq!(late.await["next"], "continue");
+    let session = session_item(&id).await.unwrap();
+    assert_eq!(attr(&session, "poll_token"), Some("token-of-the-later-step"));
+}
+
+/// Issue 15, defect 5: a message queued while a long execution's turn ran is handed to a new
+/// run (a new execution), instead of starting inside an execution with too little time left
+/// (which would cut its answer with `run_timeout`).
+#[tokio::test]
+async fn a_queued_turn_late_in_its_execution_is_handed_to_a_new_run() {
+    use knoq_shared::turn::HAND_OVER_AFTER;
+    let app = app().await;
+    let caller = new_caller().await;
+    let later = unique("handed");
+    let id = quiet_session(&app, &caller, "A long conversation").await;
+    let client = ApiClient::new(Some(&caller.token));
+    let follow_up = format!("And now this [[emu tag={later} notool=1 words=3 delay_ms=1]]");
+    let (status, _, body) = client.message(&id, &follow_up).await;
+    assert_eq!((status.as_u16(), &body), (200, &json!({ "ok": true })), "queued");
+    let old_run = attr(&session_item(&id).await.unwrap(), "active_run").unwrap().to_owned();
+    // The turn's worker finished (as its record says); the execution has run a long time.
+    set_on_session(&id, &[("worker_id", s_value("gone")), ("turn_result", s_value("end_turn"))])
+        .await;
+    let arn = config().workflow.state_machine_arn.expect("the state machine's ARN");
+    let poll = json!({ "action": "poll", "sessionId": id, "runId": old_run,
+        "runStartedAt": rfc3339_ago(HAND_OVER_AFTER + Duration::from_secs(10)),
+        "stateMachineArn": arn });
+    let answer = invoke("checker", poll).await;
+    assert_eq!(answer, json!({ "next": "stop", "outcome": "handedOver" }));
+    let session = session_item(&id).await.unwrap();
+    let new_run = attr(&session, "active_run").expect("a new run holds the session").to_owned();
+    assert_ne!(new_run, old_run);
+    assert_eq!(number(&session, "queued_messages"), Some(0));
+    let done = client
+        .transcript_until(&id, PATIENT, Duration::from_secs(30), |t| {
+            count_of(t, "status_idle") + count_of(t, "error") > 0
+        })
+        .await;
+    assert_eq!(event_types(&done).last().map(String::as_str), Some("status_idle"), "{done}");
+    assert_eq!(provider_calls(&later).await.len(), 1, "the new run answered the message once");
+    assert_eq!(execution_end(&new_run, Duration::from_secs(10)).await, "SUCCEEDED");
+}
+
+/// Issue 15, also: a new run on a session whose previous run died (its lease ran out) does
+/// not inherit the dead worker's claim and result: its worker plays the new turn.
+#[tokio::test]
+async fn a_new_run_after_a_dead_one_plays_its_own_turn() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let tag = unique("afresh");
+    let id = quiet_session(&app, &caller, "An old turn whose run died").await;
+    let dead = epoch_ms() - 1_000;
+    set_on_session(
+        &id,
+        &[
+            ("run_expires_at", n_value(dead)),
+            ("worker_id", s_value("dead-worker")),
+            ("turn_result", s_value("max_tokens")),
+        ],
+    )
+    .await;
+    let client = ApiClient::new(Some(&caller.token));
+    let text = format!("A new question [[emu tag={tag} notool=1 words=3 delay_ms=1]]");
+    let (status, _, body) = client.message(&id, &text).await;
+    assert_eq!((status.as_u16(), &body), (200, &json!({ "ok": true })));
+    let done = client
+        .transcript_until(&id, PATIENT, Duration::from_secs(30), |t| {
+            count_of(t, "status_idle") + count_of(t, "error") > 0
+        })
+        .await;
+    let last = done["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["type"], "status_idle", "{done}");
+    assert_eq!(last["payload"]["stopReason"], "end_turn", "not the dead turn's result");
+    assert_eq!(provider_calls(&tag).await.len(), 1, "the new turn called the model");
+    assert_eq!(count_of(&done, "agent_message"), 1, "{:?}", event_types(&done));
+}
+
+/// Issue 15, also: a cancel of a run that died while its lease on the session was still on
+/// (no poll step waits on its stored token) writes `status_terminated` itself, at once,
+/// instead of leaving the session unterminated until the lease runs out.
+#[tokio::test]
+async fn a_cancel_of_a_run_that_died_with_its_lease_on_ends_the_session_at_once() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = quiet_session(&app, &caller, "My run died").await;
+    set_on_session(&id, &[("poll_token", s_value("a-token-no-step-waits-on"))]).await;
+    let client = ApiClient::new(Some(&caller.token));
+    assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
+    // No waiting: the termination was written before the answer.
+    assert_ends_terminated_once(&client.transcript(&id).await);
+    assert_eq!(attr(&session_item(&id).await.unwrap(), "status"), Some("terminated"));
+}

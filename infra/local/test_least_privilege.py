@@ -114,8 +114,8 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
     "CheckerFunction": {
         SESSIONS: {"dynamodb:GetItem", "dynamodb:UpdateItem"},
         EVENTS: {"dynamodb:PutItem", "dynamodb:GetItem"},  # the append; event_written
-        # workflow.rs answer / fail: the poll step's task token
-        TURN: {"states:SendTaskSuccess", "states:SendTaskFailure"},
+        # workflow.rs answer / fail: the poll step's task token; start_on: a hand-over
+        TURN: {"states:SendTaskSuccess", "states:SendTaskFailure", "states:StartExecution"},
     },
     # agent/runtime.rs through store/turn_worker.rs: claim_turn, renew_lease, finish_turn,
     # add_token_usage (UpdateItem); append_worker_event (Update + Put, GetItem when refused);

@@ -24,11 +24,21 @@ use serde_json::json;
 use std::time::Duration;
 
 use crate::clock::Instant;
-use crate::domain::{EventType, RunId};
+use crate::domain::{EventType, RunId, SessionId};
 use crate::store::StoreError;
-use crate::store::sessions::{NewEvent, SessionRecord, SessionStore};
+use crate::store::sessions::{ActiveRun, NewEvent, PollRead, SessionRecord, SessionStore};
 use crate::telemetry;
 use crate::workflow::{RUN_LEASE, TIMEOUT_MARGIN, TURN_TIMEOUT, WorkflowStarter};
+
+/// How long a turn may stay unclaimed before the run starts its worker again (and again
+/// every so often, until [`Checker::new`]'s grace ends it as lost): the start of a worker is
+/// an asynchronous invoke behind a task token's answer, and AWS can lose either.
+pub const WORKER_RESTART_EVERY: Duration = Duration::from_secs(5);
+
+/// How long an execution may have run and still start a queued turn itself. Past this, the
+/// next turn goes to a new run (a new execution), so that a turn never starts with too little
+/// of its execution's [`TURN_TIMEOUT`] left and is cut mid-answer by it.
+pub const HAND_OVER_AFTER: Duration = Duration::from_secs(300);
 
 /// The `Route` dimension of the checker's metrics.
 pub const METRICS_ROUTE: &str = "checker";
@@ -60,7 +70,19 @@ struct Poll<'a> {
     session_id: &'a str,
     run_id: &'a RunId,
     task_token: Option<&'a str>,
+    /// When the poll step was entered (`$$.State.EnteredTime`), else when the checker began.
+    entered_at: Instant,
     out_of_time: bool,
+    /// How long the run's execution has run, when known.
+    run_age: Option<Duration>,
+    /// The state machine running the run (`$$.StateMachine.Id`), for a hand-over.
+    state_machine: Option<&'a str>,
+}
+
+/// How long ago `at` (RFC 3339) was at `now`; `None` for an unreadable time.
+fn age(at: &str, now: Instant) -> Option<Duration> {
+    let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
+    u64::try_from(now.epoch_millis() - at.timestamp_millis()).ok().map(Duration::from_millis)
 }
 
 /// Whether a run whose execution started at `started_at` (RFC 3339) is within
@@ -90,7 +112,7 @@ fn with_unanswered(event: &NewEvent, queued: u32) -> NewEvent {
 }
 
 /// What the state machine asks the checker.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "action", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum CheckerRequest {
     /// One poll cycle of a run.
@@ -107,6 +129,14 @@ pub enum CheckerRequest {
         /// close to its execution timeout ends itself through the failure path.
         #[serde(default)]
         run_started_at: Option<String>,
+        /// When this poll step was entered (`$$.State.EnteredTime`, RFC 3339): a late poll's
+        /// token never replaces a later one's.
+        #[serde(default)]
+        poll_entered_at: Option<String>,
+        /// The state machine's ARN (`$$.StateMachine.Id`): where a queued turn is handed over
+        /// when this execution has too little time left.
+        #[serde(default)]
+        state_machine_arn: Option<String>,
     },
     /// The run's poll failed on every retry: end it through the failure path.
     Fail {
@@ -118,6 +148,30 @@ pub enum CheckerRequest {
         #[serde(default)]
         error: Option<String>,
     },
+}
+
+/// Logs a request without its task token: a token lets whoever holds it steer the run.
+impl std::fmt::Debug for CheckerRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Poll {
+                session_id, run_id, task_token, run_started_at, poll_entered_at, ..
+            } => f
+                .debug_struct("Poll")
+                .field("session_id", session_id)
+                .field("run_id", run_id)
+                .field("task_token", &task_token.as_ref().map(|_| "<present>"))
+                .field("run_started_at", run_started_at)
+                .field("poll_entered_at", poll_entered_at)
+                .finish_non_exhaustive(),
+            Self::Fail { session_id, run_id, error } => f
+                .debug_struct("Fail")
+                .field("session_id", session_id)
+                .field("run_id", run_id)
+                .field("error", error)
+                .finish(),
+        }
+    }
 }
 
 /// Whether the state machine loops again.
@@ -147,6 +201,8 @@ pub enum Outcome {
     Gone,
     /// The session's active run is not this one any more.
     Superseded,
+    /// This execution had too little time left for the queued turn: a new run plays it.
+    HandedOver,
     /// The run ended through the failure path; `error` is written.
     Failed,
 }
@@ -225,14 +281,26 @@ impl Checker {
     pub async fn handle(&self, request: CheckerRequest) -> Result<CheckerResponse, CheckerError> {
         let now = Instant::now();
         let response = match &request {
-            CheckerRequest::Poll { session_id, run_id, task_token, run_started_at } => {
+            CheckerRequest::Poll {
+                session_id,
+                run_id,
+                task_token,
+                run_started_at,
+                poll_entered_at,
+                state_machine_arn,
+            } => {
                 let run = RunId::from_stored(run_id.clone());
                 let out_of_time = run_started_at.as_deref().is_some_and(|at| near_timeout(at, now));
+                let entered_at =
+                    poll_entered_at.as_deref().and_then(Instant::parse_rfc3339).unwrap_or(now);
                 let poll = Poll {
                     session_id,
                     run_id: &run,
                     task_token: task_token.as_deref(),
+                    entered_at,
                     out_of_time,
+                    run_age: run_started_at.as_deref().and_then(|at| age(at, now)),
+                    state_machine: state_machine_arn.as_deref(),
                 };
                 let polled = self.poll(poll, now).await;
                 if let Some(token) = task_token {
@@ -270,10 +338,28 @@ impl Checker {
     }
 
     async fn poll(&self, poll: Poll<'_>, now: Instant) -> Result<CheckerResponse, CheckerError> {
-        let Poll { session_id, run_id, task_token, out_of_time } = poll;
+        let Poll {
+            session_id,
+            run_id,
+            task_token,
+            entered_at,
+            out_of_time,
+            run_age,
+            state_machine,
+        } = poll;
         let lease = Instant::from_epoch_millis(now.epoch_millis() + RUN_LEASE.as_millis() as i64);
         let read = match task_token {
-            Some(token) => self.sessions.note_poll(session_id, run_id, token, lease).await?,
+            Some(token) => {
+                match self.sessions.note_poll(session_id, run_id, token, entered_at, lease).await? {
+                    // A later poll step of this run decides; this one's token has timed out.
+                    Some(PollRead::Stale) => {
+                        tracing::info!(session_id, run_id = %run_id, "late poll; left to the next");
+                        return Ok(CheckerResponse::go_on());
+                    }
+                    Some(PollRead::Current(session)) => Some(*session),
+                    None => None,
+                }
+            }
             None => self.sessions.get(session_id).await?,
         };
         let session = match self.judge_for_run(read, run_id, now).await? {
@@ -300,6 +386,20 @@ impl Checker {
                 Instant::from_epoch_millis(run.started_at.epoch_millis() + grace)
             });
             if now <= deadline {
+                let unclaimed_for = now.epoch_millis() - run.started_at.epoch_millis();
+                if worker.worker_id.is_none()
+                    && unclaimed_for >= WORKER_RESTART_EVERY.as_millis() as i64
+                    && self
+                        .sessions
+                        .note_worker_restart(&session, run_id, WORKER_RESTART_EVERY, now)
+                        .await?
+                {
+                    tracing::warn!(session_id, run_id = %run_id, unclaimed_for, "worker started again");
+                    return Ok(CheckerResponse {
+                        next: Next::StartWorker,
+                        outcome: Outcome::Running,
+                    });
+                }
                 return Ok(CheckerResponse::go_on());
             }
             tracing::warn!(session_id, run_id = %run_id, worker_id = ?worker.worker_id, "worker lost");
@@ -317,6 +417,11 @@ impl Checker {
             return self.end_failed(&session, run_id, &event, now).await;
         }
         if session.queued_messages > 0 {
+            if let Some(arn) = state_machine
+                && run_age.is_some_and(|age| age >= HAND_OVER_AFTER)
+            {
+                return self.hand_over(&session, run, arn, now).await;
+            }
             if self.sessions.start_next_turn(&session, run, now).await? {
                 return Ok(CheckerResponse { next: Next::StartWorker, outcome: Outcome::Running });
             }
@@ -334,6 +439,46 @@ impl Checker {
         }
         // The guard refused: a cancel (or a queued message) landed since the read.
         self.after_refusal(session_id, run_id, now).await
+    }
+
+    /// Gives the queued turn to a new run in a new execution of `state_machine`: this one has
+    /// run too long to start another turn. The session names the new run first (so this run
+    /// stops), then its execution starts; if that start fails, the new run ends at once
+    /// through the failure path, naming the messages it leaves unanswered.
+    async fn hand_over(
+        &self,
+        session: &SessionRecord,
+        run: &ActiveRun,
+        state_machine: &str,
+        now: Instant,
+    ) -> Result<CheckerResponse, CheckerError> {
+        let next = RunId::new();
+        if !self.sessions.hand_over_next_turn(session, run, &next, RUN_LEASE, now).await? {
+            return self.after_refusal(&session.id, &run.id, now).await;
+        }
+        let Some(id) = SessionId::parse(&session.id) else {
+            return Err(StoreError::Corrupt(format!("session id {}", session.id)).into());
+        };
+        tracing::info!(session_id = %session.id, run_id = %run.id, next = %next, "turn handed over");
+        if let Err(error) = self.workflow.start_on(state_machine, &id, &next).await {
+            tracing::error!(%error, session_id = %session.id, "the handed-over run could not start");
+            let queued = session.queued_messages;
+            let failed = error_event_with(
+                "run_start_failed",
+                "The agent could not start its next turn. Send a message to try again.",
+            );
+            for _ in 0..3 {
+                let Some(current) = self.sessions.get(&session.id).await? else { break };
+                if current.active_run.as_ref().map(|active| &active.id) != Some(&next) {
+                    break;
+                }
+                let event = with_unanswered(&failed, current.queued_messages.max(queued));
+                if self.sessions.fail_turn(&current, &next, &event, now).await? {
+                    break;
+                }
+            }
+        }
+        Ok(CheckerResponse::stop(Outcome::HandedOver))
     }
 
     /// Ends the run with `event` (an `error`), unless something changed since the read. Messages
@@ -451,6 +596,8 @@ mod tests {
             run_id: "r".into(),
             task_token: None,
             run_started_at: None,
+            poll_entered_at: None,
+            state_machine_arn: None,
         };
         assert_eq!(poll, expected);
         let with_token: CheckerRequest = serde_json::from_str(
@@ -466,6 +613,17 @@ mod tests {
             matches!(fail, CheckerRequest::Fail { error: Some(e), .. } if e == "Knoq.InjectedFault")
         );
         assert!(serde_json::from_str::<CheckerRequest>(r#"{"action":"dance"}"#).is_err());
+    }
+
+    #[test]
+    fn a_logged_request_never_shows_its_task_token() {
+        let poll: CheckerRequest = serde_json::from_str(
+            r#"{"action":"poll","sessionId":"s","runId":"r","taskToken":"AQCEAAAAKgAAAAMAAAAA-secret"}"#,
+        )
+        .unwrap();
+        let logged = format!("{poll:?}");
+        assert!(!logged.contains("secret"), "{logged}");
+        assert!(logged.contains("<present>"), "{logged}");
     }
 
     #[test]

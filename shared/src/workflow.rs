@@ -84,6 +84,17 @@ impl WorkflowStarter {
     /// the same run idempotent: Step Functions refuses a second execution of one name.
     pub async fn start(&self, session: &SessionId, run: &RunId) -> Result<(), WorkflowError> {
         let arn = self.config.state_machine_arn.as_deref().ok_or(WorkflowError::NotConfigured)?;
+        self.start_on(arn, session, run).await
+    }
+
+    /// [`Self::start`] on the state machine `arn` (the checker, which the template cannot give
+    /// the state machine's ARN, learns it from the execution it serves).
+    pub async fn start_on(
+        &self,
+        arn: &str,
+        session: &SessionId,
+        run: &RunId,
+    ) -> Result<(), WorkflowError> {
         let input = RunInput {
             session_id: session.as_string(),
             run_id: run.as_str().to_owned(),

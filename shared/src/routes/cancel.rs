@@ -9,9 +9,13 @@
 //! the stamp. A run in flight is woken at once: the stamp's own write returns the task token
 //! its poll step waits on, and answering it (`SendTaskSuccess`) makes the run poll now
 //! instead of at the end of its interval. The answer never depends on the wake-up: a failed
-//! one is a log line and a `WakeUpFailed` metric, and the run's next poll still ends it. The store's guard makes a second one impossible, so
-//! a cancel racing the end of a turn ends with exactly one either way. An
-//! `alreadyCancelled` answer also finishes a termination an earlier failed request left out.
+//! one is a log line and a `WakeUpFailed` metric, and the run's next poll still ends it. When
+//! Step Functions answers that no step waits on the token (the run's execution died while its
+//! lease on the session was still on, or a poll had just timed out), this function writes
+//! `status_terminated` itself: one read and one transaction more, on that path only. The
+//! store's guard makes a second one impossible, so a cancel racing the end of a turn ends
+//! with exactly one either way. An `alreadyCancelled` answer also finishes a termination an
+//! earlier failed request left out.
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -45,8 +49,18 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
         CancelOutcome::Cancelled { run_is_live, poll_token } => {
             tracing::info!(session_id = %session_id, run_is_live, "session cancelled");
             telemetry::emit(ROUTE, &[("Cancels", 1.0, Unit::Count)]);
-            if run_is_live && let Some(token) = poll_token {
-                wake_the_run(app, request, &token).await;
+            let woken = match poll_token {
+                Some(token) if run_is_live => wake_the_run(app, request, &token).await,
+                _ => Wake::NotTried,
+            };
+            if woken == Wake::NoRunWaiting
+                && let Some(session) = app.sessions.get(&session_id.as_string()).await?
+            {
+                // The run's lease is still on, but no poll step waits on its token: it died
+                // (or is between two polls). End the session now rather than when the lease
+                // runs out; a run that is alive finds the termination written at its next poll.
+                let termination = app.sessions.terminate(&session, "cancelled", now).await?;
+                telemetry::record_termination(ROUTE, &session, termination, Instant::now());
             }
             if !run_is_live {
                 // One strongly consistent read, only on this path: the termination needs the
@@ -70,8 +84,21 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
 /// wake-up fail: `skip` never makes the call, `refuse` sends a token Step Functions refuses.
 pub const WAKE_UP_FAULT_HEADER: &str = "x-knoq-fault-wake-up";
 
+/// What a wake-up found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// No wake-up was sent (no live run, or none of its tokens stored yet).
+    NotTried,
+    /// The run's poll step was answered, or the answer failed for another reason (the run's
+    /// next poll ends it).
+    Sent,
+    /// Step Functions says no step waits on the token: the task ended (a poll had just timed
+    /// out), or the run's execution is gone.
+    NoRunWaiting,
+}
+
 /// Answers the poll step's token so the run sees the cancel now; never fails the request.
-async fn wake_the_run(app: &App, request: &Request, token: &str) {
+async fn wake_the_run(app: &App, request: &Request, token: &str) -> Wake {
     let fault = app
         .config
         .workflow
@@ -79,18 +106,21 @@ async fn wake_the_run(app: &App, request: &Request, token: &str) {
         .then(|| request.headers().get(WAKE_UP_FAULT_HEADER).and_then(|v| v.to_str().ok()))
         .flatten();
     let woken = match fault {
-        Some("skip") => return,
+        Some("skip") => return Wake::NotTried,
         Some("refuse") => app.workflow.wake("not-a-task-token").await,
         _ => app.workflow.wake(token).await,
     };
     match woken {
-        Ok(()) => {}
-        // The poll step had just ended (timed out or answered): the run is polling anyway.
-        Err(error @ TokenError::NotCurrent(_)) => tracing::info!(%error, "wake-up not needed"),
+        Ok(()) => Wake::Sent,
+        Err(error @ TokenError::NotCurrent(_)) => {
+            tracing::info!(%error, "no poll step waits on the run's token");
+            Wake::NoRunWaiting
+        }
         Err(error) => {
             // The run's next poll ends it: at most one poll interval later.
             tracing::warn!(%error, "the run could not be woken");
             telemetry::emit(ROUTE, &[("WakeUpFailed", 1.0, Unit::Count)]);
+            Wake::Sent
         }
     }
 }

@@ -50,12 +50,21 @@ const APPEND_ATTEMPTS: u32 = 5;
 /// The attributes that describe the active run; removed together when it ends.
 /// (`poll_token` and the cancel's copy of it are large, about 700 bytes each: they go too.)
 pub(super) const RUN_ATTRIBUTES: &str = "active_run, run_started_at, run_expires_at, turn_step, \
-     queued_messages, poll_token, cancel_saw_poll_token, worker_id, worker_lease_until, \
-     turn_result, turn_error_type, turn_error_message, turn_input_tokens, turn_output_tokens";
+     queued_messages, poll_token, poll_token_at, cancel_saw_poll_token, worker_id, \
+     worker_lease_until, worker_restarted_at, turn_result, turn_error_type, turn_error_message, \
+     turn_input_tokens, turn_output_tokens";
 
 /// The attributes of one turn's worker; removed when the next turn of the same run starts.
-pub(super) const TURN_WORKER_ATTRIBUTES: &str = "worker_id, worker_lease_until, turn_result, \
-     turn_error_type, turn_error_message, turn_input_tokens, turn_output_tokens";
+pub(super) const TURN_WORKER_ATTRIBUTES: &str = "worker_id, worker_lease_until, \
+     worker_restarted_at, turn_result, turn_error_type, turn_error_message, turn_input_tokens, \
+     turn_output_tokens";
+
+/// What a new run removes from the session: whatever a run that died (its execution gone,
+/// its lease run out) left of its poll and its worker, so the new run's worker can claim its
+/// turn and its checker does not read the dead worker's result as the new turn's.
+const DEAD_RUN_LEFTOVERS: &str = "poll_token, poll_token_at, worker_id, worker_lease_until, \
+     worker_restarted_at, turn_result, turn_error_type, turn_error_message, turn_input_tokens, \
+     turn_output_tokens";
 
 /// The sessions table's index of a user's sessions in an organisation by `updated_at`.
 pub const OWNER_INDEX: &str = "by_owner";
@@ -261,6 +270,17 @@ impl NewEvent {
     }
 }
 
+/// What a poll's write read ([`SessionStore::note_poll`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollRead {
+    /// The session as it is after the poll (or as it was, when the run is not its active run
+    /// any more).
+    Current(Box<SessionRecord>),
+    /// A later poll step of the same run already stored its token: this poll is late, its
+    /// token has timed out, and the later one decides.
+    Stale,
+}
+
 /// What one cancel request found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -386,27 +406,40 @@ impl SessionStore {
         output.item.as_ref().map(SessionRecord::from_item).transpose()
     }
 
-    /// A poll of `run`: stores the task token the poll waits on (`poll_token`), renews the
-    /// run's lease on the session (`run_expires_at`, until `lease_until`) and reads the
-    /// session, all in one `UpdateItem` (`ALL_NEW`): so either this read sees a cancel's stamp,
-    /// or that cancel's write returns this token and wakes the run. When `run` is no longer
-    /// the session's active run, nothing is written and the session is read as it is (the
+    /// A poll of `run`: stores the task token the poll waits on (`poll_token`) with when its
+    /// poll step was entered (`poll_token_at`), renews the run's lease on the session
+    /// (`run_expires_at`, until `lease_until`) and reads the session, all in one `UpdateItem`
+    /// (`ALL_NEW`): so either this read sees a cancel's stamp, or that cancel's write returns
+    /// this token and wakes the run.
+    ///
+    /// A token never replaces one of a later poll step: a checker invocation that arrives
+    /// late (it waited for a free instance, or the step was retried meanwhile) would store a
+    /// token that timed out over the live one, and a cancel's wake-up would then miss. Such a
+    /// poll writes nothing and is answered [`PollRead::Stale`]. When `run` is no longer the
+    /// session's active run, nothing is written either and the session is read as it is (the
     /// failed condition's `ALL_OLD`). `None` when the session no longer exists.
     pub async fn note_poll(
         &self,
         id: &str,
         run: &RunId,
         token: &str,
+        entered_at: Instant,
         lease_until: Instant,
-    ) -> Result<Option<SessionRecord>, StoreError> {
+    ) -> Result<Option<PollRead>, StoreError> {
         let result = retry_conflicts(|| {
             self.client
                 .update_item()
                 .table_name(&self.sessions_table)
                 .key("id", s(id))
-                .update_expression("SET poll_token = :token, run_expires_at = :lease")
-                .condition_expression("active_run = :run")
+                .update_expression(
+                    "SET poll_token = :token, poll_token_at = :entered, run_expires_at = :lease",
+                )
+                .condition_expression(
+                    "active_run = :run \
+                     AND (attribute_not_exists(poll_token_at) OR poll_token_at <= :entered)",
+                )
                 .expression_attribute_values(":token", s(token))
+                .expression_attribute_values(":entered", n(entered_at.epoch_millis()))
                 .expression_attribute_values(":lease", n(lease_until.epoch_millis()))
                 .expression_attribute_values(":run", s(run.as_str()))
                 .return_values(ReturnValue::AllNew)
@@ -417,13 +450,121 @@ impl SessionStore {
         })
         .await;
         match result {
-            Ok(output) => output.attributes.as_ref().map(SessionRecord::from_item).transpose(),
+            Ok(output) => output
+                .attributes
+                .as_ref()
+                .map(|item| SessionRecord::from_item(item).map(|s| PollRead::Current(Box::new(s))))
+                .transpose(),
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    failed.item().map(SessionRecord::from_item).transpose()
+                    let Some(item) = failed.item() else { return Ok(None) };
+                    let session = SessionRecord::from_item(item)?;
+                    let ours = session.active_run.as_ref().is_some_and(|active| active.id == *run);
+                    Ok(Some(if ours {
+                        PollRead::Stale
+                    } else {
+                        PollRead::Current(Box::new(session))
+                    }))
                 }
                 _ => Err(StoreError::sdk("UpdateItem", error)),
             },
+        }
+    }
+
+    /// Makes the run start its current turn's worker again, at most once every `every`: when
+    /// the turn is still unclaimed (no worker has written `worker_id`), the run is `run`, and
+    /// no restart happened within `every`, records one (`worker_restarted_at`) and answers
+    /// `true`. The start of a worker is an asynchronous invoke behind a task token's answer,
+    /// either of which AWS can lose; a second worker finds the turn claimed and does nothing.
+    pub async fn note_worker_restart(
+        &self,
+        session: &SessionRecord,
+        run: &RunId,
+        every: std::time::Duration,
+        now: Instant,
+    ) -> Result<bool, StoreError> {
+        let due = now.epoch_millis() - every.as_millis() as i64;
+        let result = retry_conflicts(|| {
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(&session.id))
+                .update_expression("SET worker_restarted_at = :now")
+                .condition_expression(
+                    "active_run = :run AND attribute_not_exists(worker_id) \
+                     AND attribute_not_exists(turn_result) AND attribute_not_exists(cancelled_at) \
+                     AND attribute_not_exists(deleted_at) \
+                     AND (attribute_not_exists(worker_restarted_at) OR worker_restarted_at <= :due)",
+                )
+                .expression_attribute_values(":now", n(now.epoch_millis()))
+                .expression_attribute_values(":due", n(due))
+                .expression_attribute_values(":run", s(run.as_str()))
+                .send()
+        })
+        .await;
+        updated(result)
+    }
+
+    /// Hands `run`'s next turn (the user messages queued during the one that just finished) to
+    /// a new run, `next`, whose execution the caller then starts: the same write as
+    /// [`Self::start_next_turn`], which also makes `next` the active run, holding the session
+    /// for `lease` until its first poll. Used when `run`'s execution has too little time left
+    /// for another turn. `false` when refused (something changed since the read). A write
+    /// whose answer was lost and that the SDK sent again counts as written (the item then
+    /// names `next`).
+    pub async fn hand_over_next_turn(
+        &self,
+        session: &SessionRecord,
+        run: &ActiveRun,
+        next: &RunId,
+        lease: std::time::Duration,
+        now: Instant,
+    ) -> Result<bool, StoreError> {
+        let attempts = Attempts::default();
+        let result = retry_conflicts(|| {
+            attempts.reset();
+            self.client
+                .update_item()
+                .table_name(&self.sessions_table)
+                .key("id", s(&session.id))
+                .update_expression(format!(
+                    "SET active_run = :next, turn_step = :zero, run_started_at = :now_ms, \
+                     run_expires_at = :expires, queued_messages = :zero, \
+                     turn_seq = turn_seq + :one, runs_started = if_not_exists(runs_started, :zero) + :one \
+                     REMOVE poll_token, poll_token_at, {TURN_WORKER_ATTRIBUTES}"
+                ))
+                .condition_expression(
+                    "attribute_exists(id) AND attribute_not_exists(deleted_at) \
+                     AND attribute_not_exists(cancelled_at) AND active_run = :run \
+                     AND turn_step = :step AND queued_messages = :seen",
+                )
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now_ms", n(now.epoch_millis()))
+                .expression_attribute_values(
+                    ":expires",
+                    n(now.epoch_millis() + lease.as_millis() as i64),
+                )
+                .expression_attribute_values(":next", s(next.as_str()))
+                .expression_attribute_values(":run", s(run.id.as_str()))
+                .expression_attribute_values(":step", n(run.step))
+                .expression_attribute_values(":seen", n(session.queued_messages))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .customize()
+                .interceptor(attempts.clone())
+                .send()
+        })
+        .await;
+        match result {
+            Err(error) if attempts.retried() => match error.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => Ok(failed
+                    .item()
+                    .is_some_and(|old| get_s(old, "active_run") == Some(next.as_str()))),
+                _ => Err(StoreError::sdk("UpdateItem", error)),
+            },
+            other => updated(other),
         }
     }
 
@@ -635,7 +776,7 @@ impl SessionStore {
                   turn_step = :zero, queued_messages = :zero, #status = :running, \
                   runs_started = if_not_exists(runs_started, :zero) + :one, \
                   turn_seq = if_not_exists(turn_seq, :zero) + :one",
-            remove: None,
+            remove: Some(DEAD_RUN_LEFTOVERS),
             condition: "attribute_not_exists(cancelled_at) \
                         AND (attribute_not_exists(active_run) OR run_expires_at <= :now_ms)",
             values: vec![
