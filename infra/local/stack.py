@@ -580,10 +580,31 @@ def serve(args: argparse.Namespace) -> None:
     from moto import mock_aws
     from moto.server import ThreadedMotoServer
 
-    _serialise_dynamodb()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import chaos
+
     chaos_mode = None
+    if args.fault_injection or args.chaos_seed is not None:
+        chaos_mode = chaos.MODE
+        chaos.install_recorder()  # below the DynamoDB lock
+    _serialise_dynamodb()
+    if chaos_mode is not None:
+        chaos.install()
     if args.fault_injection:
         _inject_dynamodb_faults()
+    if args.chaos_seed is not None:
+        rates = {}
+        for pair in args.chaos_rate or []:
+            name, equals, value = pair.partition("=")
+            try:
+                rates[name] = float(value)
+            except ValueError:
+                raise SystemExit(f"stack: --chaos-rate {pair!r}: expected NAME=PROBABILITY") from None
+        try:
+            chaos_mode.enable({"seed": args.chaos_seed, "rates": rates})
+        except ValueError as error:
+            raise SystemExit(f"stack: chaos: {error}") from None
+        print(chaos_mode.describe(), flush=True)
     if not args.verbose:
         import logging
 
@@ -692,6 +713,18 @@ def main() -> None:
         help="concurrent invokes each function takes from the state machines, as `cargo lambda "
         "watch --concurrency` runs it (default: KNOQ_FUNCTION_CONCURRENCY, else "
         f"{invoke.DEFAULT_CONCURRENCY}); more are refused with Lambda.TooManyRequestsException",
+    )
+    serve_parser.add_argument(
+        "--chaos-seed",
+        type=int,
+        help="start with seeded random AWS faults on (infra/local/chaos.py; POST /_knoq/chaos "
+        "turns them on later with --fault-injection)",
+    )
+    serve_parser.add_argument(
+        "--chaos-rate",
+        action="append",
+        metavar="NAME=PROBABILITY",
+        help="with --chaos-seed: one rate over its default (repeatable; chaos.DEFAULT_RATES)",
     )
     serve_parser.add_argument(
         "--run-schedules",
