@@ -588,6 +588,9 @@ def serve(args: argparse.Namespace) -> None:
         chaos_mode = chaos.MODE
         chaos.install_recorder()  # below the DynamoDB lock
     _serialise_dynamodb()
+    import limits
+
+    limits.install()  # AWS limits moto lets through (limits.py), in every mode
     if chaos_mode is not None:
         chaos.install()
     if args.fault_injection:
