@@ -603,10 +603,12 @@ def serve(args: argparse.Namespace) -> None:
                 rates[name] = float(value)
             except ValueError:
                 raise SystemExit(f"stack: --chaos-rate {pair!r}: expected NAME=PROBABILITY") from None
+        chaos_spec = {"seed": args.chaos_seed, "rates": rates}
         try:
-            chaos_mode.enable({"seed": args.chaos_seed, "rates": rates})
+            chaos_mode.enable(chaos_spec)  # checked and printed now, on once provisioned
         except ValueError as error:
             raise SystemExit(f"stack: chaos: {error}") from None
+        chaos_mode.disable()
         print(chaos_mode.describe(), flush=True)
     if not args.verbose:
         import logging
@@ -638,6 +640,9 @@ def serve(args: argparse.Namespace) -> None:
     provision(
         endpoint, args.prefix, Path(args.env_file), args.allowed_origin, False, extra, overrides=parameters
     )
+    if args.chaos_seed is not None:
+        # On after the stack's own set-up, whose requests are no part of the schedule.
+        chaos_mode.enable(chaos_spec)
 
     stop = threading.Event()
     if args.run_schedules and lambda_endpoint:
