@@ -263,7 +263,7 @@ MSG
   test)
     cargo build --workspace --all-targets
     start_provider --word-delay-ms "${KNOQ_PROVIDER_WORD_DELAY_MS:-20}"
-    start_emulator --fault-injection
+    start_emulator --fault-injection --function-concurrency "${KNOQ_FUNCTION_CONCURRENCY:-16}"
     KNOQ_FUNCTION_CONCURRENCY=${KNOQ_FUNCTION_CONCURRENCY:-16} start_functions --ignore-changes
     wait_for_routes
     load_env
@@ -297,7 +297,7 @@ MSG
     [ -z "$EXTERNAL_ENDPOINT" ] || { echo "run.sh: chaos needs the project's own emulator (unset AWS_ENDPOINT_URL)" >&2; exit 2; }
     cargo build --workspace --bins
     start_provider --word-delay-ms "${KNOQ_PROVIDER_WORD_DELAY_MS:-20}"
-    start_emulator --fault-injection
+    start_emulator --fault-injection --function-concurrency "${KNOQ_FUNCTION_CONCURRENCY:-16}"
     KNOQ_FUNCTION_CONCURRENCY=${KNOQ_FUNCTION_CONCURRENCY:-16} start_functions --ignore-changes
     wait_for_routes
     load_env
