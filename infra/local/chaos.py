@@ -40,9 +40,10 @@ What each rate does (names in DEFAULT_RATES):
   `dynamodb_throttled`: any request answered ProvisionedThroughputExceededException or
   ThrottlingException (400);
   `dynamodb_internal_error`: any request answered InternalServerError (500);
-  `dynamodb_stale_read`: a GetItem or BatchGetItem without ConsistentRead answered with the
-  item as it was before the last write to it (or without it, if that write created it),
-  when that write was less than STALE_WINDOW_SECS ago.
+  `dynamodb_stale_read`: a GetItem, BatchGetItem or Query (of a table or an index) without
+  ConsistentRead answered with each item as it was before the last write to it (or without
+  it, if that write created it), when that write was less than STALE_WINDOW_SECS ago (a
+  Query does not bring back an item a recent write deleted).
 - Step Functions: `sfn_task_throttled` (SendTaskSuccess/SendTaskFailure/SendTaskHeartbeat
   answered ThrottlingException, 400), `sfn_task_internal_error` (500 InternalFailure),
   `sfn_task_timed_out` (TaskTimedOut, 400, the token left unanswered);
@@ -286,7 +287,7 @@ class Chaos:
         ):
             index = int(self._draw("dynamodb_transaction_item", operation) * items)
             return faults._error_response("TransactionConflictException", operation, items, index)
-        if operation in ("GetItem", "BatchGetItem") and not _consistent(operation, request):
+        if operation in ("GetItem", "BatchGetItem", "Query") and not _consistent(operation, request):
             return self._maybe_stale(handler, operation, request, raw_body, original)
         lost = operation in _WRITES and self.decide("dynamodb_committed_response_lost", operation, raw_body)
         if operation == "TransactWriteItems":
@@ -341,6 +342,8 @@ class Chaos:
             if item is not None:
                 result["Item"] = _project(item, request)
             return _rewritten(status, headers, result)
+        if operation == "Query":
+            return self._stale_query(handler, status, headers, body, request, raw_body)
         # BatchGetItem: each item of the answer may be stale on its own.
         result = json.loads(body)
         changed = False
@@ -362,6 +365,29 @@ class Chaos:
         return _rewritten(status, headers, result) if changed else answer
 
 
+    def _stale_query(self, handler, status, headers, body, request, raw_body):
+        """A Query's page with each recently written item as it was before that write (left
+        out when the write created it). Items a recent write removed are not brought back."""
+        table = request.get("TableName", "")
+        result = json.loads(body)
+        page, changed = [], False
+        for item in result.get("Items", []):
+            key = _table_key(handler, table, item)
+            recent, before = self._stale((table, _key_json(key))) if key else (False, None)
+            if recent and self.decide("dynamodb_stale_read", "Query", raw_body):
+                changed = True
+                if before is not None:
+                    page.append(_project(before, request))
+                continue
+            page.append(item)
+        if not changed:
+            return status, headers, body
+        result["Items"] = page
+        if "Count" in result:
+            result["Count"] = len(page)
+        return _rewritten(status, headers, result)
+
+
 def _rewritten(status: int, headers: dict, result: dict) -> tuple[int, dict, str]:
     """An answer with a new body: DynamoDB's CRC32 header (which the SDKs check) recomputed."""
     import zlib
@@ -378,7 +404,7 @@ def _json_error(status: int, kind: str, message: str, version: str) -> tuple[int
 
 
 def _consistent(operation: str, request: dict) -> bool:
-    if operation == "GetItem":
+    if operation in ("GetItem", "Query"):
         return bool(request.get("ConsistentRead"))
     return all(t.get("ConsistentRead") for t in request.get("RequestItems", {}).values())
 

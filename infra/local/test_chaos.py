@@ -136,6 +136,11 @@ class ChaosTest(unittest.TestCase):
         self.assertEqual(projected["Item"], {"v": {"S": "old"}})
         batch = self.dynamodb.batch_get_item(RequestItems={"p-T": {"Keys": [{"id": {"S": "s"}}, {"id": {"S": "created"}}]}})
         self.assertEqual([i["v"] for i in batch["Responses"]["p-T"]], [{"S": "old"}])
+        query = self.dynamodb.query(TableName="p-T", KeyConditionExpression="id = :s",
+                                    ExpressionAttributeValues={":s": {"S": "s"}})
+        self.assertEqual([i["v"] for i in query["Items"]], [{"S": "old"}])
+        self.assertEqual(self.dynamodb.query(TableName="p-T", KeyConditionExpression="id = :s",
+                                             ExpressionAttributeValues={":s": {"S": "created"}})["Count"], 0)
         time.sleep(chaos.STALE_WINDOW_SECS + 0.1)
         fresh = self.dynamodb.get_item(TableName="p-T", Key={"id": {"S": "s"}})
         self.assertEqual(fresh["Item"]["v"], {"S": "new"})
