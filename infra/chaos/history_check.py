@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from datetime import datetime
 from dataclasses import dataclass, field
 
 #: Answers the contract documents for a route besides 2xx/4xx (openapi.yaml): every route may
@@ -315,6 +316,31 @@ def no_provider_call_after_cancel(h: History) -> list[Violation]:
     return out
 
 
+def epoch_ms(stamp: str) -> float | None:
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000
+    except (AttributeError, ValueError):
+        return None
+
+
+def no_agent_event_after_cancel(h: History) -> list[Violation]:
+    """Nothing the model sends after a cancel's (or delete's) answer reaches the transcript: no
+    agent_message, tool_use or tool_result stamped later than that answer."""
+    out = []
+    for s in h.sessions.values():
+        at, events = s.cancelled_at, s.events
+        if at is None or events is None:
+            continue
+        late = [e for e in events if e["type"] in ("agent_message", "tool_use", "tool_result")
+                and (epoch_ms(e.get("occurredAt")) or 0) > at + 1]
+        if late:
+            out.append(Violation("no_agent_event_after_cancel",
+                                 f"{len(late)} agent event(s) stamped after the cancel's answer at {at:.0f}",
+                                 s.key, s.id, [req_brief(r) for r in s.accepted(s.cancels + s.deletes)][:2]
+                                 + [f"{brief(e)} at {e.get('occurredAt')}" for e in late]))
+    return out
+
+
 def cancel_closes_open_call(h: History) -> list[Violation]:
     """A model call open when a cancel (or delete) was answered is closed within one poll
     interval's bound of that answer."""
@@ -491,6 +517,7 @@ INVARIANTS = [
     one_first_cancel,
     terminated_once_and_last,
     no_provider_call_after_cancel,
+    no_agent_event_after_cancel,
     cancel_closes_open_call,
     provider_calls_closed,
     idle_at_rest,

@@ -34,7 +34,7 @@ class Builder:
 
     def __init__(self):
         self.records = [{"kind": "meta", "prefix": P, "seed": 1, "sessions": 2}]
-        self.t = 1000.0
+        self.t = 1748736000000.0  # 2025-06-01, after the events stamped below
         self.i = 0
 
     def req(self, op, method, path, status, response=None, key=0, sid=SID, user=0, **extra):
@@ -235,6 +235,13 @@ class CheckerTest(unittest.TestCase):
         next(r for r in b.records if r["kind"] == "provider")["entries"].append(
             call(1, 0, int(c1["w1"]) + 20, completed=False))
         self.violates(b, "no_provider_call_after_cancel")
+
+    def test_agent_event_after_cancel(self):
+        b = valid()
+        final = next(r for r in b.records if r["kind"] == "final_transcript" and r["key"] == 1)
+        self.assertEqual(named(b.records), set())
+        final["events"][1]["occurredAt"] = "2100-01-01T00:00:00.000Z"
+        self.violates(b, "no_agent_event_after_cancel")
 
     def test_call_left_open_after_cancel(self):
         b = valid()
