@@ -218,27 +218,49 @@ def accepted_messages_in_transcript_once(h: History) -> list[Violation]:
     return out
 
 
-def _covered_by_error(events: list, token: str) -> bool:
-    """The message is named unanswered by an `error` after it: its turn's own error, or one whose
-    unansweredMessages counts it among the messages queued during the failed turn."""
-    idx = next((i for i, e in enumerate(events) if e["type"] == "user_message"
-                and token in tokens_in(e["payload"].get("text"))), None)
-    if idx is None:
-        return False
-    later_users = 0
-    for e in events[idx + 1:]:
-        if e["type"] == "user_message":
-            later_users += 1
-        elif e["type"] == "error":
-            if later_users <= int((e.get("payload") or {}).get("unansweredMessages") or 0):
-                return True
-    return False
+AGENT_EVENTS = ("agent_message", "tool_use", "tool_result")
+
+
+def named_unanswered(events: list, attempted: set[str]) -> set[str]:
+    """The tokens of the messages an `error` event accounts for, as unanswered.
+
+    An error E after message M accounts for it when (a) M is among the last
+    `unansweredMessages` user messages before E (the messages queued during the failed turn),
+    or (b) a model call tried to answer M (`attempted`: M was in its turn's user message) and
+    failed, E being the end of that turn, or (c) no agent event came between the end of the
+    turn before M and E (the turn failed before any output: its opener and what was queued
+    behind it cannot be told apart). A turn that goes on into the next queued turn writes no
+    status_idle between them, so the transcript alone cannot delimit turns: hence (a)-(c)."""
+    named: set[str] = set()
+    users: list[set[str]] = []  # every user message so far
+    segment: list[set[str]] = []  # user messages since the last turn end
+    output = False  # an agent event since the last turn end
+    for e in events:
+        kind = e["type"]
+        if kind == "user_message":
+            toks = tokens_in((e.get("payload") or {}).get("text"))
+            users.append(toks)
+            segment.append(toks)
+        elif kind in AGENT_EVENTS:
+            output = True
+        elif kind in TURN_END:
+            if kind == "error":
+                q = int((e.get("payload") or {}).get("unansweredMessages") or 0)
+                for toks in users[len(users) - q:] if q else []:
+                    named |= toks
+                for toks in users:
+                    named |= toks & attempted
+                if not output:
+                    for toks in segment:
+                        named |= toks
+            segment, output = [], False
+    return named
 
 
 def messages_answered_once(h: History) -> list[Violation]:
     """Every accepted message is answered by exactly one model call (a completed call that opens
-    a turn whose user message holds it), or is named unanswered in an `error` event, or its
-    session was cancelled or deleted; none is ever answered twice."""
+    a turn whose user message holds it), or is accounted for by an `error` event
+    (named_unanswered), or its session was cancelled or deleted; none is ever answered twice."""
     if not h.has_provider:
         return [Violation("messages_answered_once", "the provider's recording is missing from the history")]
     out = []
@@ -253,12 +275,32 @@ def messages_answered_once(h: History) -> list[Violation]:
                                      [req_brief(r)] + [call_brief(e) for e in answers]
                                      + [brief(e) for e in s.events or []]))
             elif not answers and r.get("status") == 200 and not s.maybe_cancelled and s.events is not None:
-                if not _covered_by_error(s.events, tok):
+                attempted = {t for e in s.calls for text in e.get("turnUserTexts") or [] for t in tokens_in(text)}
+                if tok not in named_unanswered(s.events, attempted):
                     out.append(Violation(
                         "messages_answered_once",
                         f"{r['op']} {tok} accepted but never answered nor named unanswered in an error",
                         s.key, s.id, [req_brief(r)] + [call_brief(e) for e in s.calls]
                         + [brief(e) for e in s.events]))
+    return out
+
+
+def answers_reach_transcript_whole(h: History) -> list[Violation]:
+    """The text of every model call that answered in full is in its session's transcript, whole
+    and in one piece (agent_message texts concatenate to the model's text, SPEC §6), in sessions
+    never cancelled or deleted (where a cancel may rightly cut it)."""
+    out = []
+    for s in h.sessions.values():
+        events = s.events
+        if events is None or s.maybe_cancelled:
+            continue
+        said = "".join(str((e.get("payload") or {}).get("text", "")) for e in events if e["type"] == "agent_message")
+        lost = [e for e in s.calls if e.get("completed") and e.get("textSent") and e["textSent"] not in said]
+        if lost:
+            out.append(Violation("answers_reach_transcript_whole",
+                                 f"{len(lost)} complete model answer(s) not in the transcript whole", s.key, s.id,
+                                 [call_brief(e) + f" text={e['textSent'][:80]!r}" for e in lost]
+                                 + [brief(e) for e in events]))
     return out
 
 
@@ -514,6 +556,7 @@ INVARIANTS = [
     requests_answered,
     accepted_messages_in_transcript_once,
     messages_answered_once,
+    answers_reach_transcript_whole,
     one_first_cancel,
     terminated_once_and_last,
     no_provider_call_after_cancel,

@@ -81,8 +81,8 @@ class Builder:
         self.records.append({"kind": "provider", "prefix": P, "entries": calls})
 
 
-def call(key, j, started, closed=None, completed=True, rounds=0, texts=None, by="server"):
-    return {"id": f"req_{key}_{j}_{started}", "tag": f"{P}-s{key}-m{j}", "status": 200, "startedAtMs": started,
+def call(key, j, started, closed=None, completed=True, rounds=0, texts=None, by="server", said=""):
+    return {"textSent": said, "id": f"req_{key}_{j}_{started}", "tag": f"{P}-s{key}-m{j}", "status": 200, "startedAtMs": started,
             "closedAtMs": closed if closed is not None else started + 50, "closedBy": by, "completed": completed,
             "turnToolRounds": rounds, "turnUserTexts": texts if texts is not None else [text(key, j)]}
 
@@ -115,7 +115,7 @@ def valid() -> Builder:
     b.final(e2, key=1, sid=SID2)
     b.final([], key=2, sid=s3, status=404)
     b.listing([summary(SID), summary(SID2, "terminated")])
-    b.provider([call(0, 0, 500), call(0, 0, 560, rounds=1), call(0, 1, 900),
+    b.provider([call(0, 0, 500), call(0, 0, 560, rounds=1, said="answer"), call(0, 1, 900, said="more"),
                 call(1, 0, 1000, closed=c1["w1"] + 100, completed=False, by="client")])
     return b
 
@@ -195,13 +195,22 @@ class CheckerTest(unittest.TestCase):
         prov[2]["completed"] = False
         self.assertEqual(named(b.records), set())
         # ... but an error whose unansweredMessages does not reach a queued message does not name it
-        final["events"][5:] = [ev(6, "user_message", text=text(0, 1)), ev(7, "user_message", text=text(0, 2)),
-                               ev(8, "error", message="failed", unansweredMessages=0)]
+        final["events"][5:] = [ev(6, "user_message", text=text(0, 1)), ev(7, "agent_message", text="Let"),
+                               ev(8, "user_message", text=text(0, 2)),
+                               ev(9, "error", message="failed", unansweredMessages=0)]
         b.message(2)
-        prov.append(call(0, 2, 990, completed=False))
         self.violates(b, "messages_answered_once")
         final["events"][-1]["payload"]["unansweredMessages"] = 1
         self.assertNotIn("messages_answered_once", named(b.records))
+        # ... or a model call tried to answer it and its turn failed
+        final["events"][-1]["payload"]["unansweredMessages"] = 0
+        prov.append(call(0, 2, 990, completed=False))
+        self.assertNotIn("messages_answered_once", named(b.records))
+
+    def test_answer_text_lost_or_cut(self):
+        b = valid()
+        next(r for r in b.records if r["kind"] == "provider")["entries"][2]["textSent"] = "more and more"
+        self.violates(b, "answers_reach_transcript_whole")
 
     def test_two_first_cancels(self):
         b = valid()
