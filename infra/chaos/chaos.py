@@ -456,8 +456,14 @@ class Runner:
         for r in reqs:
             by_status[str(r.get("status"))] = by_status.get(str(r.get("status")), 0) + 1
         provider = next((r for r in records if r["kind"] == "provider"), {"entries": []})["entries"]
-        print(f"chaos: {len(reqs)} requests in {elapsed:.0f} s, by status {dict(sorted(by_status.items()))}; "
-              f"{len(provider)} provider calls; at rest: {at_rest}", flush=True)
+        lat = sorted(r["t1"] - r["t0"] for r in reqs) or [0.0]
+        ops: dict[str, int] = {}
+        for r in reqs:
+            ops[r["op"]] = ops.get(r["op"], 0) + 1
+        print(f"chaos: {len(reqs)} requests in {elapsed:.0f} s, by status {dict(sorted(by_status.items()))}, "
+              f"by kind {dict(sorted(ops.items()))}; answer time p50 {lat[len(lat) // 2]:.2f} s, "
+              f"p95 {lat[int(len(lat) * 0.95)]:.2f} s, max {lat[-1]:.2f} s; {len(provider)} provider calls; "
+              f"at rest: {at_rest}", flush=True)
         if counts is not None:
             injected = counts.get("injected", counts) if isinstance(counts, dict) else counts
             total = sum(injected.values()) if isinstance(injected, dict) else "?"
@@ -474,6 +480,10 @@ class Runner:
         print(history_check.describe(violations, limit=self.args.show))
         print(f"chaos: reproduce with: make chaos SEED={self.args.seed} SESSIONS={self.args.sessions} "
               f"CLIENTS={self.args.clients}", flush=True)
+        names = ", ".join(sorted({v.invariant for v in violations}))
+        print(f"chaos: to keep it as a regression, add to infra/chaos/regressions.txt:\n"
+              f"  {self.args.seed} {self.args.sessions}  {names}: <what failed> ({time.strftime('%Y-%m-%d')})",
+              flush=True)
         return 1
 
 

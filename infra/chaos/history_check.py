@@ -587,8 +587,8 @@ def describe(violations: list[Violation], limit: int = 20) -> str:
     for v in violations:
         by.setdefault(v.invariant, []).append(v)
     for name, vs in by.items():
-        lines.append(f"VIOLATED {name}: {len(vs)} time(s) -- {globals()[name].__doc__.split(chr(10))[0]}"
-                     if name in globals() else f"VIOLATED {name}: {len(vs)} time(s)")
+        doc = " ".join((globals()[name].__doc__ or "").split("\n\n")[0].split()) if name in globals() else ""
+        lines.append(f"VIOLATED {name}: {len(vs)} time(s) -- {doc}")
         for v in vs[:max(1, limit // max(1, len(by)))]:
             lines.append(f"  session key={v.key} id={v.session_id}: {v.detail}")
             lines += [f"    {e}" for e in v.evidence[:40]]
