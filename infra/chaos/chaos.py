@@ -44,6 +44,9 @@ import history_check  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "/api/managed-agents"
 REQUEST_TIMEOUT_S = 30.0
+#: This many requests in a row without an answer: the API has stopped answering; the scripts
+#: stop, and the final state is read as far as it still can be.
+UNANSWERED_IN_A_ROW = 20
 #: Rates (the emulator's names, infra/local/chaos.py) this runner sets over the emulator's own
 #: defaults: none, so every kind of fault runs at the rate the emulator names.
 DEFAULT_RATES: dict[str, float] = {}
@@ -161,8 +164,15 @@ class Runner:
         self.out = open(args.history, "w")
         self.cookies: dict[int, str] = {}
         self.deadline = time.monotonic() + args.max_seconds
+        self.final_deadline = float("inf")
         self.reader_seq = 0
         self.sessions: dict[int, dict] = {}
+        self.unanswered_in_a_row = 0
+        self.api_down: float | None = None  # when the API stopped answering (monotonic)
+        self.timeout = REQUEST_TIMEOUT_S
+
+    def stopped(self) -> bool:
+        return time.monotonic() > self.deadline or self.api_down is not None
 
     # history -----------------------------------------------------------------------------------
 
@@ -193,7 +203,7 @@ class Runner:
                "user": user, "key": key, "sessionId": session_id, "thread": threading.current_thread().name,
                "t0": time.monotonic(), "w0": now_ms(), **extra}
         try:
-            status, hdrs, raw = self.http(method, url, body, headers)
+            status, hdrs, raw = self.http(method, url, body, headers, timeout=self.timeout)
             rec["status"] = status
             rec["retryAfter"] = hdrs.get("Retry-After") or hdrs.get("retry-after")
             try:
@@ -206,6 +216,12 @@ class Runner:
         with self.lock:
             self.seq += 1
             rec["i"] = self.seq
+            self.unanswered_in_a_row = self.unanswered_in_a_row + 1 if rec["status"] is None else 0
+            if self.unanswered_in_a_row >= UNANSWERED_IN_A_ROW and self.api_down is None:
+                self.api_down = time.monotonic()
+                print(f"chaos: THE API STOPPED ANSWERING: {UNANSWERED_IN_A_ROW} requests in a row without an "
+                      f"answer within {self.timeout:.0f} s (request #{self.seq}); stopping the scripts", flush=True)
+                self.out.write(json.dumps({"kind": "api_down", "atRequest": self.seq, "w": now_ms()}) + "\n")
         self.write(rec)
         return rec
 
@@ -250,7 +266,7 @@ class Runner:
         self.new_reader(st)
         j = 0
         for step in s["steps"]:
-            if time.monotonic() > self.deadline:
+            if self.stopped():
                 break
             kind = step[0]
             if kind == "message":
@@ -325,7 +341,7 @@ class Runner:
         """Incremental reads until the turn in flight is over (its last event ends a turn and no
         run is active), or `seconds` pass."""
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while time.monotonic() < end and not self.stopped():
             rec = self.read_until_caught_up(s, st)
             if rec is None:
                 continue
@@ -341,6 +357,8 @@ class Runner:
     def full_transcript(self, s: dict, sid: str, op: str) -> tuple[int | None, list, dict | None]:
         events, since, last = [], None, None
         for _ in range(200):
+            if time.monotonic() > self.final_deadline:
+                return None, events, None
             rec = self.call(op, "GET", "/transcript", user=s["user"], key=s["key"], session_id=sid,
                             query={"sessionId": sid, "sinceEventId": since})
             last = rec
@@ -370,6 +388,9 @@ class Runner:
         while time.monotonic() < end:
             still = []
             for s in pending:
+                if time.monotonic() > end:
+                    still.append(s)
+                    continue
                 sid = self.sessions[s["key"]]["id"]
                 status, events, page = self.full_transcript(s, sid, "rest_probe")
                 if status == 200 and (not events or events[-1]["type"] not in TERMINAL_FOR_TURN
@@ -437,7 +458,8 @@ class Runner:
                     f.result()
             drive_s = time.monotonic() - started
             print(f"chaos: scripts done in {drive_s:.0f} s; waiting for rest", flush=True)
-            at_rest = self.rest(plans, args.rest_seconds)
+            self.final_deadline = time.monotonic() + args.rest_seconds + 30
+            at_rest = self.rest(plans, args.rest_seconds if self.api_down is None else 20)
             self.write({"kind": "rest", "atRest": at_rest, "waitedS": time.monotonic() - started - drive_s})
         finally:
             counts = None
@@ -445,6 +467,9 @@ class Runner:
                 _, counts = self.chaos_faults("GET")
                 self.chaos_faults("DELETE")
                 self.write({"kind": "faults_injected", "counts": counts})
+        if self.api_down is not None:
+            self.timeout = 10.0
+        self.final_deadline = time.monotonic() + args.final_seconds
         self.final_state(plans)
         self.out.close()
         return self.report(at_rest, counts, time.monotonic() - started)
@@ -508,6 +533,7 @@ def main(argv=None) -> int:
     p.add_argument("--clients", type=int, default=24, help="concurrent client threads")
     p.add_argument("--max-seconds", type=float, default=300, help="no new step after this")
     p.add_argument("--rest-seconds", type=float, default=150, help="bound of the wait for rest")
+    p.add_argument("--final-seconds", type=float, default=180, help="bound of the final state's reads")
     p.add_argument("--fault-rates", default=os.environ.get("CHAOS_FAULT_RATES"),
                    help="the emulator schedule's rates: JSON or kind=rate,kind=rate (passed through)")
     p.add_argument("--history", default=None, help="default .local/chaos/<seed>.jsonl")

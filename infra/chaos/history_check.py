@@ -186,6 +186,14 @@ def requests_answered(h: History) -> list[Violation]:
                       [req_brief(r)]) for r in h.reqs if r.get("status") is None]
 
 
+def final_state_read(h: History) -> list[Violation]:
+    """At rest the final transcript of every created session was read (200, or 404 once deleted):
+    otherwise the invariants that need it could not look."""
+    return [Violation("final_state_read", f"final transcript read answered {(s.final or {}).get('status')}",
+                      s.key, s.id) for s in h.sessions.values()
+            if s.id and (s.final is None or s.final.get("status") not in (200, 404))]
+
+
 def accepted_messages_in_transcript_once(h: History) -> list[Violation]:
     """A create or message answered 200 is exactly once a user_message of its transcript (the
     create's text first); one refused (4xx, 503) is not there; one with an unknown outcome (no
@@ -554,6 +562,7 @@ def cancelled_session_takes_no_turn(h: History) -> list[Violation]:
 INVARIANTS = [
     answers_are_documented,
     requests_answered,
+    final_state_read,
     accepted_messages_in_transcript_once,
     messages_answered_once,
     answers_reach_transcript_whole,

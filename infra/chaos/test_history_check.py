@@ -153,6 +153,11 @@ class CheckerTest(unittest.TestCase):
         b.req("list", "GET", "/sessions", None, None, key=None, sid=None, error="timeout")
         self.violates(b, "requests_answered")
 
+    def test_final_state_not_read(self):
+        b = valid()
+        next(r for r in b.records if r["kind"] == "final_transcript" and r["key"] == 0).update(status=None, events=[])
+        self.violates(b, "final_state_read")
+
     def test_accepted_message_missing_or_twice(self):
         b = valid()
         b.message(2)  # accepted, never in the transcript
