@@ -8,7 +8,7 @@ TOOLS := $(VENV)/.installed
 DEV_ENV := .local/dev.env
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: dev test bench bench-workflow token token-name lint fmt check-nextest build deploy-staging
+.PHONY: dev test chaos bench bench-workflow token token-name lint fmt check-nextest build deploy-staging
 
 $(TOOLS): infra/local/requirements.txt
 	python3 -m venv $(VENV)
@@ -28,7 +28,13 @@ test: $(TOOLS) check-nextest lint
 	AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0 sam validate --lint
 	$(VENV)/bin/python -m unittest discover -s infra/local
 	$(VENV)/bin/python -m unittest discover -s infra/scale
+	$(VENV)/bin/python -m unittest discover -s infra/chaos
 	infra/local/run.sh test
+
+## chaos: start the local stack with its fault schedule, then the randomized whole-system test and
+## its history check (make chaos SEED=<n> SESSIONS=<n> CLIENTS=<n> [FAULT_RATES='kind=rate,...'])
+chaos: $(TOOLS)
+	SEED="$(SEED)" SESSIONS="$(SESSIONS)" CLIENTS="$(CLIENTS)" FAULT_RATES="$(FAULT_RATES)" infra/local/run.sh chaos
 
 ## build: every function, release, arm64 (provided.al2023), into .aws-sam/build (sam build)
 # One cargo run first builds all the functions' binaries side by side (sam builds them one

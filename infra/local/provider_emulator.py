@@ -43,7 +43,14 @@ Directives, for tests: the latest user text block of the conversation may hold
 
 Recording: every /v1/messages request gets an entry {id, tag, status, startedAtMs, firstByteAtMs,
 closedAtMs, closedBy: "server"|"client", eventsSent, textSent, model, maxTokens, messageCount,
-system, toolNames, apiKeyOk, authHeader: "x-api-key"|"authorization"|null} (epoch ms). A client
+system, toolNames, apiKeyOk, authHeader: "x-api-key"|"authorization"|null, lastUserText, turnUserTexts,
+turnToolRounds, completed} (epoch ms). For tracing which call answered which user message (the chaos
+test's checker, infra/chaos): lastUserText is the latest user text block as sent (directives
+included); turnUserTexts the text blocks of the user message that opened this call's turn (the
+conversation with its trailing tool rounds -- an assistant message then a user message of
+tool_result blocks only -- taken off: several texts when messages were queued or left unanswered);
+turnToolRounds how many such rounds were taken off (0: the turn's first call); completed is true
+once a whole answer went out (message_stop sent, or a `"stream": false` answer written). A client
 that closes the connection while a stream is open (also while silent) is seen within about 20 ms. `GET /_emulator/requests[?tag=X]` lists the
 entries (in-progress ones have closedAtMs null); `POST /_emulator/reset` clears entries and counters.
 """
@@ -99,6 +106,21 @@ def text_of(content) -> str:
 def user_texts(messages: list) -> list[str]:
     return [str(b.get("text", "")) for m in messages if isinstance(m, dict) and m.get("role") == "user"
             for b in blocks_of(m) if b.get("type") == "text"]
+
+
+def turn_opening(messages: list) -> tuple[list[str], int]:
+    """The text blocks of the user message that opens the turn of a call carrying `messages`, and
+    the tool rounds since (an assistant message, then a user message of tool_result blocks only)."""
+    msgs = [m for m in messages if isinstance(m, dict)]
+    rounds = 0
+    while len(msgs) >= 2 and msgs[-1].get("role") == "user" and msgs[-2].get("role") == "assistant":
+        blocks = blocks_of(msgs[-1])
+        if not blocks or any(b.get("type") != "tool_result" for b in blocks):
+            break
+        msgs, rounds = msgs[:-2], rounds + 1
+    if not msgs or msgs[-1].get("role") != "user":
+        return [], rounds
+    return [str(b.get("text", "")) for b in blocks_of(msgs[-1]) if b.get("type") == "text"], rounds
 
 
 def parse_directives(messages: list) -> dict:
@@ -240,8 +262,11 @@ class Handler(BaseHTTPRequestHandler):
             is_bearer = bearer.lower().startswith("bearer ")
             sent, auth_header = (bearer[7:], "authorization") if is_bearer else (None, None)
         key_ok = hmac.compare_digest((sent or "").encode(), self.server.api_key.encode())
+        texts = user_texts(msgs)
+        opening, rounds = turn_opening(msgs)
         self.entry = self.server.new_entry(
-            tag=d.get("tag"), model=req.get("model"), maxTokens=req.get("max_tokens"),
+            tag=d.get("tag"), lastUserText=texts[-1] if texts else None, turnUserTexts=opening,
+            turnToolRounds=rounds, model=req.get("model"), maxTokens=req.get("max_tokens"),
             messageCount=len(msgs), system=req.get("system"),
             toolNames=[t.get("name") for t in tools if isinstance(t, dict)], apiKeyOk=key_ok,
             authHeader=auth_header)
@@ -252,7 +277,6 @@ class Handler(BaseHTTPRequestHandler):
         problem = validate(body)
         if problem:
             return self.fail(400, problem)
-        texts = user_texts(msgs)
         conv = d.get("tag") or hashlib.sha256((texts[0] if texts else "").encode()).hexdigest()[:16]
         n = self.server.count(conv)
         status, _, times = d.get("fail", "").partition(":")
@@ -278,7 +302,7 @@ class Handler(BaseHTTPRequestHandler):
         text = "".join(c["text"] for c in message["content"] if c["type"] == "text")
         self.server.update(self.entry, status=200, firstByteAtMs=now_ms(), textSent=text)
         self.send_json(200, message, {"request-id": self.entry["id"]})
-        self.server.update(self.entry, closedAtMs=now_ms(), closedBy="server")
+        self.server.update(self.entry, closedAtMs=now_ms(), closedBy="server", completed=True)
 
     # -- streaming -------------------------------------------------------------------------------
 
@@ -325,6 +349,7 @@ class Handler(BaseHTTPRequestHandler):
                                          "delta": {"stop_reason": plan["stop"], "stop_sequence": None},
                                          "usage": {"output_tokens": sent}})
             self.event("message_stop", {"type": "message_stop"})
+            self.server.update(self.entry, completed=True)
             self.finish_stream()
         except (ClientGone, OSError):  # OSError: a write to a connection the client reset
             self.server.update(self.entry, closedAtMs=now_ms(), closedBy="client")
@@ -398,7 +423,7 @@ class EmulatorServer(ThreadingHTTPServer):
     def new_entry(self, **fields) -> dict:
         entry = {"id": "req_emu_" + uuid.uuid4().hex[:20], "tag": None, "status": None,
                  "startedAtMs": now_ms(), "firstByteAtMs": None, "closedAtMs": None, "closedBy": None,
-                 "eventsSent": 0, "textSent": "", **fields}
+                 "eventsSent": 0, "textSent": "", "completed": False, **fields}
         with self.lock:
             self.entries.append(entry)
         return entry

@@ -9,6 +9,10 @@
 #   infra/local/run.sh bench-workflow
 #                              emulator + functions on test ports, then the turn workflow's
 #                              cancel-latency benchmark
+#   infra/local/run.sh chaos   emulator (with fault injection) + functions on test ports, then the
+#                              randomized whole-system test infra/chaos/chaos.py with SEED,
+#                              SESSIONS, CLIENTS (and FAULT_RATES) from the environment; further
+#                              arguments go to chaos.py
 #
 # With AWS_ENDPOINT_URL set (LocalStack, say), test and the benchmarks start no emulator: they
 # create the template's tables, state machine and API key secret there under a per-run prefix
@@ -30,7 +34,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-MODE=${1:?usage: run.sh dev|test|bench|bench-workflow}
+MODE=${1:?usage: run.sh dev|test|bench|bench-workflow|chaos}
 shift
 # `run.sh test <nextest arguments>` runs only the tests they select (and skips the contract
 # test and the fuzzing), on the same freshly started stack.
@@ -42,12 +46,12 @@ mkdir -p .local
 case "$MODE" in
   dev) EMU_PORT=${KNOQ_EMULATOR_PORT:-4566}; API_PORT=${KNOQ_API_PORT:-9000}
        PROVIDER_PORT=${KNOQ_PROVIDER_PORT:-4567} ;;
-  test|bench|bench-workflow) EMU_PORT=${KNOQ_EMULATOR_PORT:-4599}; API_PORT=${KNOQ_API_PORT:-9099}
+  test|bench|bench-workflow|chaos) EMU_PORT=${KNOQ_EMULATOR_PORT:-4599}; API_PORT=${KNOQ_API_PORT:-9099}
        PROVIDER_PORT=${KNOQ_PROVIDER_PORT:-4598} ;;
-  *) echo "usage: run.sh dev|test|bench|bench-workflow" >&2; exit 2 ;;
+  *) echo "usage: run.sh dev|test|bench|bench-workflow|chaos" >&2; exit 2 ;;
 esac
 ENV_FILE=${KNOQ_ENV_FILE:-.local/$MODE.env}
-if [ "$MODE" = test ]; then READS_LIMIT=${KNOQ_READS_LIMIT_PER_MINUTE:-100000}
+if [ "$MODE" = test ] || [ "$MODE" = chaos ]; then READS_LIMIT=${KNOQ_READS_LIMIT_PER_MINUTE:-100000}
 else READS_LIMIT=${KNOQ_READS_LIMIT_PER_MINUTE:-}; fi
 # Template parameters stack.py sets for this run, over its LOCAL_PARAMETERS.
 STACK_PARAMETERS=()
@@ -219,6 +223,24 @@ fuzz() {
   done
 }
 
+# The randomized whole-system test (infra/chaos): in `make test`, first every seed of
+# infra/chaos/regressions.txt (seeds that once failed, with their session counts), then one run
+# of 12 sessions from 8 clients with a random seed (printed; CHAOS_SEED fixes it), each bounded
+# (90 s of scripts, 60 s to come to rest). A failing run prints the seed, the invariant, the
+# evidence and the command that reruns it; the fuzzing still runs, then the test fails.
+chaos_runs() {
+  local failed=0 seed sessions _
+  while read -r seed sessions _; do
+    case "$seed" in ''|\#*) continue ;; esac
+    echo "run.sh: chaos regression seed $seed ($sessions sessions)"
+    "$PY" infra/chaos/chaos.py --seed "$seed" --sessions "$sessions" --clients 8 --max-seconds 90 \
+      --rest-seconds 60 </dev/null || failed=1
+  done < infra/chaos/regressions.txt
+  "$PY" infra/chaos/chaos.py ${CHAOS_SEED:+--seed "$CHAOS_SEED"} --sessions 12 --clients 8 \
+    --max-seconds 90 --rest-seconds 60 || failed=1
+  return $failed
+}
+
 case "$MODE" in
   dev)
     cargo build --workspace --bins
@@ -241,7 +263,7 @@ MSG
   test)
     cargo build --workspace --all-targets
     start_provider --word-delay-ms "${KNOQ_PROVIDER_WORD_DELAY_MS:-20}"
-    start_emulator --fault-injection
+    start_emulator --fault-injection --function-concurrency "${KNOQ_FUNCTION_CONCURRENCY:-16}"
     KNOQ_FUNCTION_CONCURRENCY=${KNOQ_FUNCTION_CONCURRENCY:-16} start_functions --ignore-changes
     wait_for_routes
     load_env
@@ -265,7 +287,25 @@ MSG
       cargo nextest run --workspace --no-fail-fast "${SELECTED_TESTS[@]}"
       [ ${#SELECTED_TESTS[@]} -gt 0 ] || "$PY" -m unittest discover -s infra/fuzz -p "test_*.py"
     fi
+    # The chaos runs need the project's own emulator (its /_knoq/chaos fault schedule).
+    CHAOS_FAILED=0
+    if [ ${#SELECTED_TESTS[@]} -eq 0 ] && [ -z "$EXTERNAL_ENDPOINT" ]; then chaos_runs || CHAOS_FAILED=1; fi
     [ ${#SELECTED_TESTS[@]} -gt 0 ] || fuzz
+    [ "$CHAOS_FAILED" = 0 ] || { echo "run.sh: a chaos run failed (its seed and command are above)" >&2; exit 1; }
+    ;;
+  chaos)
+    [ -z "$EXTERNAL_ENDPOINT" ] || { echo "run.sh: chaos needs the project's own emulator (unset AWS_ENDPOINT_URL)" >&2; exit 2; }
+    cargo build --workspace --bins
+    start_provider --word-delay-ms "${KNOQ_PROVIDER_WORD_DELAY_MS:-20}"
+    start_emulator --fault-injection --function-concurrency "${KNOQ_FUNCTION_CONCURRENCY:-16}"
+    KNOQ_FUNCTION_CONCURRENCY=${KNOQ_FUNCTION_CONCURRENCY:-16} start_functions --ignore-changes
+    wait_for_routes
+    load_env
+    export KNOQ_API_URL="http://127.0.0.1:$API_PORT" KNOQ_PROVIDER_URL
+    export KNOQ_ADMIN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/knoq-admin"
+    export KNOQ_ALLOWED_ORIGIN="$ORIGIN"
+    "$PY" infra/chaos/chaos.py ${SEED:+--seed "$SEED"} --sessions "${SESSIONS:-24}" \
+      --clients "${CLIENTS:-24}" ${FAULT_RATES:+--fault-rates "$FAULT_RATES"} "${SELECTED_TESTS[@]}"
     ;;
   bench)
     # Besides the in-process cancel benchmark: the cancel function as Lambda runs it (the host

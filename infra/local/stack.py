@@ -28,6 +28,12 @@ only, over LOCAL_PARAMETERS: `make test` raises the read limit that way (run.sh)
 
     python infra/local/stack.py check
 
+Pushing back as AWS does (infra/local/invoke.py): the state machines' Lambda invokes never
+pile up. Per function, at most `--function-concurrency` invokes are open at once (sync and
+async together); one more is refused at once with Lambda.TooManyRequestsException, which
+the states' Retry resends later; a synchronous invoke is abandoned (connection closed, slot
+freed) when its task's timeout is up; asynchronous events wait in a bounded queue as data.
+
 parses the template and prints what `serve` would create, without starting anything.
 """
 
@@ -359,74 +365,22 @@ def asynchronous_functions(template: dict) -> set[str]:
     return names
 
 
-def _report_function_errors_as_aws_lambda_does(lambda_endpoint: str, asynchronous: set[str]) -> None:
-    """A function error reaches a state machine differently here and in AWS. AWS Lambda
-    answers an Invoke whose function failed with 200, `X-Amz-Function-Error` and the error
-    JSON, and Step Functions names the failure after its `errorType`, which Retry and Catch
-    match. `cargo lambda watch` answers 500 with the same JSON, which the interpreter takes
-    for a Lambda service fault (and then crashes on a missing request id). So the
-    interpreter's Lambda call is replaced by a plain HTTP Invoke that turns a 5xx carrying an
-    `errorType` back into what AWS Lambda answers. Anything else that fails is reported as
-    AWS reports a Lambda service fault (`Lambda.ServiceException`)."""
-    import io
-    import json
-    import urllib.error
-    import urllib.parse
-    import urllib.request
+def _report_function_errors_as_aws_lambda_does(
+    lambda_endpoint: str, asynchronous: set[str], concurrency: int, chaos=None
+):
+    """The interpreter's Lambda call is replaced by a plain HTTP Invoke to `cargo lambda
+    watch` that answers as AWS Lambda does (infra/local/invoke.py): a function error as 200
+    with `X-Amz-Function-Error` (`cargo lambda watch` answers 500), which Step Functions names
+    after its `errorType`; anything else that fails as a Lambda service fault
+    (`Lambda.ServiceException`); an invoke over the function's `concurrency` refused at once
+    with `Lambda.TooManyRequestsException`; a synchronous invoke abandoned when its task's
+    timeout is up; an asynchronous one answered 202 at once and queued. Answers the
+    invoker."""
+    import invoke
 
-    from botocore.exceptions import ClientError
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
-
-    def service_fault(message: str, status: int) -> ClientError:
-        return ClientError(
-            {
-                "Error": {"Code": "ServiceException", "Message": message},
-                "ResponseMetadata": {"HTTPStatusCode": status, "RequestId": "local"},
-            },
-            "Invoke",
-        )
-
-    def invoke(parameters: dict, region: str, state_credentials) -> dict:
-        name = urllib.parse.quote(parameters["FunctionName"], safe="")
-        request = urllib.request.Request(
-            f"{lambda_endpoint}/2015-03-31/functions/{name}/invocations",
-            data=parameters.get("Payload") or b"{}",
-            method="POST",
-        )
-        if parameters.get("InvocationType") == "Event" or parameters["FunctionName"] in asynchronous:
-            # AWS queues an asynchronous invoke and answers 202 at once; `cargo lambda watch`
-            # would answer only when the function returns, so the call runs in a thread.
-            threading.Thread(target=_invoke_in_background, args=(request,), daemon=True).start()
-            return {"StatusCode": 202, "Payload": ""}
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                body = response.read()
-            return {"StatusCode": 200, "Payload": lambda_eval_utils._from_payload(io.BytesIO(body))}
-        except urllib.error.HTTPError as error:
-            body = error.read()
-            try:
-                payload = json.loads(body)
-            except ValueError:
-                payload = None
-            if error.code >= 500 and isinstance(payload, dict) and "errorType" in payload:
-                return {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": payload}
-            raise service_fault(f"HTTP {error.code}: {body[:200]!r}", error.code) from error
-        except OSError as error:
-            raise service_fault(str(error), 503) from error
-
-    def _invoke_in_background(request) -> None:
-        try:
-            with urllib.request.urlopen(request, timeout=ASYNC_INVOKE_TIMEOUT_SECS) as response:
-                response.read()
-        except (urllib.error.HTTPError, OSError) as error:
-            # AWS would retry and then drop the event; the checker's lease check ends the turn.
-            print(f"stack: asynchronous invoke {request.full_url} failed: {error}", flush=True)
-
-    lambda_eval_utils._invoke_lambda_function = invoke
-
-
-#: How long an asynchronous invoke may run locally: the worker's Lambda timeout.
-ASYNC_INVOKE_TIMEOUT_SECS = 900
+    invoker = invoke.LambdaInvoker(lambda_endpoint, asynchronous, concurrency, chaos=chaos)
+    invoke.install(invoker)
+    return invoker
 
 
 def create_api_key_secret(secrets, prefix: str, api_key: str) -> str:
@@ -626,9 +580,36 @@ def serve(args: argparse.Namespace) -> None:
     from moto import mock_aws
     from moto.server import ThreadedMotoServer
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import chaos
+
+    chaos_mode = None
+    if args.fault_injection or args.chaos_seed is not None:
+        chaos_mode = chaos.MODE
+        chaos.install_recorder()  # below the DynamoDB lock
     _serialise_dynamodb()
+    import limits
+
+    limits.install()  # AWS limits moto lets through (limits.py), in every mode
+    if chaos_mode is not None:
+        chaos.install()
     if args.fault_injection:
         _inject_dynamodb_faults()
+    if args.chaos_seed is not None:
+        rates = {}
+        for pair in args.chaos_rate or []:
+            name, equals, value = pair.partition("=")
+            try:
+                rates[name] = float(value)
+            except ValueError:
+                raise SystemExit(f"stack: --chaos-rate {pair!r}: expected NAME=PROBABILITY") from None
+        chaos_spec = {"seed": args.chaos_seed, "rates": rates}
+        try:
+            chaos_mode.enable(chaos_spec)  # checked and printed now, on once provisioned
+        except ValueError as error:
+            raise SystemExit(f"stack: chaos: {error}") from None
+        chaos_mode.disable()
+        print(chaos_mode.describe(), flush=True)
     if not args.verbose:
         import logging
 
@@ -647,7 +628,10 @@ def serve(args: argparse.Namespace) -> None:
     lambda_endpoint = os.environ.get("AWS_ENDPOINT_URL_LAMBDA")
     if lambda_endpoint:
         _report_function_errors_as_aws_lambda_does(
-            lambda_endpoint.rstrip("/"), asynchronous_functions(load_template())
+            lambda_endpoint.rstrip("/"),
+            asynchronous_functions(load_template()),
+            args.function_concurrency,
+            chaos_mode,
         )
     else:
         print("stack: AWS_ENDPOINT_URL_LAMBDA is not set; state machine runs cannot reach the functions", flush=True)
@@ -656,6 +640,9 @@ def serve(args: argparse.Namespace) -> None:
     provision(
         endpoint, args.prefix, Path(args.env_file), args.allowed_origin, False, extra, overrides=parameters
     )
+    if args.chaos_seed is not None:
+        # On after the stack's own set-up, whose requests are no part of the schedule.
+        chaos_mode.enable(chaos_spec)
 
     stop = threading.Event()
     if args.run_schedules and lambda_endpoint:
@@ -709,6 +696,10 @@ def check(_: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    import os
+
+    import invoke
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the emulator in the foreground")
@@ -722,6 +713,26 @@ def main() -> None:
         action="store_true",
         help="let tests plant faults on sessions (KNOQ_FAULT_INJECTION=enabled) and on DynamoDB "
         "requests (/_knoq/faults, faults.py); for `make test` only",
+    )
+    serve_parser.add_argument(
+        "--function-concurrency",
+        type=int,
+        default=int(os.environ.get("KNOQ_FUNCTION_CONCURRENCY") or invoke.DEFAULT_CONCURRENCY),
+        help="concurrent invokes each function takes from the state machines, as `cargo lambda "
+        "watch --concurrency` runs it (default: KNOQ_FUNCTION_CONCURRENCY, else "
+        f"{invoke.DEFAULT_CONCURRENCY}); more are refused with Lambda.TooManyRequestsException",
+    )
+    serve_parser.add_argument(
+        "--chaos-seed",
+        type=int,
+        help="start with seeded random AWS faults on (infra/local/chaos.py; POST /_knoq/chaos "
+        "turns them on later with --fault-injection)",
+    )
+    serve_parser.add_argument(
+        "--chaos-rate",
+        action="append",
+        metavar="NAME=PROBABILITY",
+        help="with --chaos-seed: one rate over its default (repeatable; chaos.DEFAULT_RATES)",
     )
     serve_parser.add_argument(
         "--run-schedules",

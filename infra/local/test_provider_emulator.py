@@ -130,6 +130,12 @@ class ConversationTest(EmulatorCase):
         self.assertEqual(entries[0]["toolNames"], ["search_sessions"])
         self.assertEqual((entries[0]["model"], entries[0]["maxTokens"]), (MODEL, 1024))
         self.assertTrue(all(e["apiKeyOk"] and e["authHeader"] == "x-api-key" for e in entries))
+        # which user message each call answers: the turn's opening text, and the rounds since
+        self.assertEqual([e["turnToolRounds"] for e in entries], [0, 1, 0])
+        self.assertEqual([e["turnUserTexts"] for e in entries],
+                         [["Plan my week with care [[emu tag=round]]"]] * 2 + [["And next month? [[emu tag=round]]"]])
+        self.assertEqual(entries[2]["lastUserText"], "And next month? [[emu tag=round]]")
+        self.assertEqual([e["completed"] for e in entries], [True, True, True])
 
     def test_text_answer_without_tools_or_with_notool(self):
         for tools, text in (([], "hello there [[emu tag=plain]]"), ([SEARCH], "hello [[emu tag=plain notool=1]]")):
@@ -203,6 +209,19 @@ class ConversationTest(EmulatorCase):
         self.assertEqual(status, 500)  # the counter started again
 
 
+class TurnOpeningTest(unittest.TestCase):
+    def test_queued_texts_and_rounds(self):
+        tool_use = {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "x", "input": {}}]}
+        result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "r"}]}
+        two = {"role": "user", "content": [{"type": "text", "text": "A"}, {"type": "text", "text": "B"}]}
+        self.assertEqual(provider_emulator.turn_opening([two]), (["A", "B"], 0))
+        self.assertEqual(provider_emulator.turn_opening([two, tool_use, result, tool_use, result]), (["A", "B"], 2))
+        # an interrupted tool call's result followed by the next message's text opens a turn
+        mixed = {"role": "user", "content": result["content"] + [{"type": "text", "text": "C"}]}
+        self.assertEqual(provider_emulator.turn_opening([two, tool_use, mixed]), (["C"], 0))
+        self.assertEqual(provider_emulator.turn_opening([two, {"role": "assistant", "content": "x"}]), ([], 0))
+
+
 class ErrorTest(EmulatorCase):
     def test_wrong_or_missing_key_is_authentication_error(self):
         for bearer in (False, True):
@@ -228,7 +247,9 @@ class ErrorTest(EmulatorCase):
     def test_529_twice_then_success_with_retries(self):
         msg, _ = self.stream(self.sdk(max_retries=2), messages=user("hi [[emu tag=ovl fail=529:2 retry_after=0.05]]"))
         self.assertEqual(msg.stop_reason, "end_turn")
-        self.assertEqual([e["status"] for e in self.wait_closed("ovl")], [529, 529, 200])
+        entries = self.wait_closed("ovl")
+        self.assertEqual([e["status"] for e in entries], [529, 529, 200])
+        self.assertEqual([e["completed"] for e in entries], [False, False, True])
 
     def test_500_always_is_internal_server_error(self):
         with self.assertRaises(anthropic.InternalServerError):
@@ -252,6 +273,7 @@ class ErrorTest(EmulatorCase):
             self.stream(self.sdk(), messages=user("hi [[emu tag=bad malformed=1]]"))
         self.assertNotIsInstance(cm.exception, anthropic.APIStatusError)
         self.assertEqual(self.wait_closed("bad")[0]["eventsSent"], 3)
+        self.assertFalse(self.wait_closed("bad")[0]["completed"])
 
     def test_midstream_error_raises_api_error(self):
         with self.assertRaises(anthropic.APIStatusError) as cm:
