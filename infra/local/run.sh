@@ -234,10 +234,10 @@ chaos_runs() {
     case "$seed" in ''|\#*) continue ;; esac
     echo "run.sh: chaos regression seed $seed ($sessions sessions)"
     "$PY" infra/chaos/chaos.py --seed "$seed" --sessions "$sessions" --clients 8 --max-seconds 90 \
-      --rest-seconds 60 </dev/null || failed=1
+      --rest-seconds 60 --final-seconds 60 </dev/null || failed=1
   done < infra/chaos/regressions.txt
   "$PY" infra/chaos/chaos.py ${CHAOS_SEED:+--seed "$CHAOS_SEED"} --sessions 12 --clients 8 \
-    --max-seconds 90 --rest-seconds 60 || failed=1
+    --max-seconds 90 --rest-seconds 60 --final-seconds 60 </dev/null || failed=1
   return $failed
 }
 
