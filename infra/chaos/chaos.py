@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -554,6 +555,8 @@ def main(argv=None) -> int:
         print(f"chaos: {', '.join(missing)} not set: run it through `make chaos` (infra/local/run.sh chaos)",
               file=sys.stderr)
         return 2
+    # SIGTERM (make, run.sh, a timeout) still turns the emulator's fault schedule off (run's finally)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return Runner(args, dict(os.environ)).run()
 
 
