@@ -508,7 +508,7 @@ class Runner:
               f"CLIENTS={self.args.clients}", flush=True)
         names = ", ".join(sorted({v.invariant for v in violations}))
         print(f"chaos: to keep it as a regression, add to infra/chaos/regressions.txt:\n"
-              f"  {self.args.seed} {self.args.sessions}  {names}: <what failed> ({time.strftime('%Y-%m-%d')})",
+              f"  {self.args.seed} {self.args.sessions} {self.args.clients}  {names}: <what failed> ({time.strftime('%Y-%m-%d')})",
               flush=True)
         return 1
 
