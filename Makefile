@@ -32,7 +32,8 @@ test: $(TOOLS) check-nextest lint
 	infra/local/run.sh test
 
 ## chaos: start the local stack with its fault schedule, then the randomized whole-system test and
-## its history check (make chaos SEED=<n> SESSIONS=<n> CLIENTS=<n> [FAULT_RATES='kind=rate,...'])
+## its history check (make chaos SEED=<n> SESSIONS=<n> CLIENTS=<n> [FAULT_RATES='name=rate,...'],
+## names and defaults in infra/local/chaos.py)
 chaos: $(TOOLS)
 	SEED="$(SEED)" SESSIONS="$(SESSIONS)" CLIENTS="$(CLIENTS)" FAULT_RATES="$(FAULT_RATES)" infra/local/run.sh chaos
 

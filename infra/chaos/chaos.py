@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -507,7 +508,7 @@ class Runner:
               f"CLIENTS={self.args.clients}", flush=True)
         names = ", ".join(sorted({v.invariant for v in violations}))
         print(f"chaos: to keep it as a regression, add to infra/chaos/regressions.txt:\n"
-              f"  {self.args.seed} {self.args.sessions}  {names}: <what failed> ({time.strftime('%Y-%m-%d')})",
+              f"  {self.args.seed} {self.args.sessions} {self.args.clients}  {names}: <what failed> ({time.strftime('%Y-%m-%d')})",
               flush=True)
         return 1
 
@@ -554,6 +555,8 @@ def main(argv=None) -> int:
         print(f"chaos: {', '.join(missing)} not set: run it through `make chaos` (infra/local/run.sh chaos)",
               file=sys.stderr)
         return 2
+    # SIGTERM (make, run.sh, a timeout) still turns the emulator's fault schedule off (run's finally)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return Runner(args, dict(os.environ)).run()
 
 

@@ -352,6 +352,12 @@ class PlanTest(unittest.TestCase):
             self.assertLessEqual(max(users.count(u) for u in set(users)), 3)
             self.assertGreater(len({s["org"] for s in p}), 1)
 
+    def test_regressions_file_parses(self):
+        for line in (Path(__file__).parent / "regressions.txt").read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                seed, sessions, clients, what = line.split(None, 3)
+                self.assertTrue(seed.isdigit() and sessions.isdigit() and clients.isdigit() and what, line)
+
     def test_rates_parse(self):
         self.assertEqual(chaos.parse_rates("a=0.1,b=0.2"), {"a": 0.1, "b": 0.2})
         self.assertEqual(chaos.parse_rates('{"a": 0.5}'), {"a": 0.5})

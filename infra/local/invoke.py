@@ -13,14 +13,19 @@ stack.py replaces it with `LambdaInvoker.invoke`, which sends a plain HTTP Invok
   `Lambda.TooManyRequestsException` (it prefixes the ClientError code with `Lambda.`) and the
   states' Retry resends after its interval. AWS refuses a synchronous invoke over the
   function's concurrency the same way; nothing is queued behind a busy function.
-- A synchronous invoke waits no longer than its task can: the task's timeout
+- A synchronous invoke is waited for no longer than its task can wait: the task's timeout
   (`TimeoutSeconds`/`TimeoutSecondsPath`: the Poll task's `pollSeconds`), counted from when
   the invoke starts. moto gives up on a task at its timeout but leaves the thread that runs
-  it alone; without this bound that thread would hold its connection to `cargo lambda
-  watch` (and here its slot) until the function answered, and a checker slower than the
-  poll interval would add one more such invoke every cycle of every run, without end. An
-  invoke whose task's time is up is abandoned: its connection is closed, its slot freed,
-  and the (already discarded) task attempt sees `Lambda.ServiceException`.
+  it alone; that thread used to wait for the function however long it took, and a checker
+  slower than the poll interval added one more waiting invoke every cycle of every run,
+  without end. Now the task's thread is released at its timeout (the already discarded
+  attempt sees `Lambda.ServiceException`), while the HTTP request itself runs on in a
+  thread of its own, holding the function's slot until the function answers. That is how
+  AWS counts concurrency (a running invocation is counted until it ends, whether or not
+  anyone still waits for it), and it is what makes the bound real: `cargo lambda watch`
+  does not drop an invocation whose caller hung up (seen: a checker invocation run 17 s
+  after its caller had closed the connection, its answer then refused with a 500), so
+  closing the connection would only move the unbounded queue into `cargo lambda watch`.
 - An asynchronous invoke (the worker start: `InvocationType: Event`, recognised by the
   function's name since moto drops that parameter) is answered 202 at once and queued, as
   AWS queues it; a dispatcher per function delivers queued events whenever a slot is free
@@ -32,9 +37,10 @@ stack.py replaces it with `LambdaInvoker.invoke`, which sends a plain HTTP Invok
   1,048,576 bytes (asynchronous) is refused with `RequestEntityTooLargeException` (413).
 
 So what bounds the pending invokes: per function, at most `concurrency` HTTP requests to
-`cargo lambda watch` are open at any moment (sync and async together), each for at most its
-task's timeout (sync) or the function's timeout (async); queued asynchronous events are data
-only, at most `queue_limit` of them; everything over that is refused at once.
+`cargo lambda watch` are open at any moment (sync and async together), each for at most the
+function's timeout, and no interpreter thread waits on one longer than its task's timeout;
+queued asynchronous events are data only, at most `queue_limit` of them; everything over
+that is refused at once (Lambda.TooManyRequestsException).
 """
 
 from __future__ import annotations
@@ -245,22 +251,39 @@ class LambdaInvoker:
             raise service_fault(f"the task's time was up before {name} was invoked", 504)
         if not self.slots.take(name):
             raise too_many_requests(name)
-        try:
-            body = self._post(name, payload, wait)
-        except urllib.error.HTTPError as error:
-            body = error.read()
+        # The request runs in a thread of its own, which holds the slot until the function
+        # has answered (as AWS counts a running invocation against the concurrency, whoever
+        # still waits for it); the task waits for it only as long as it can.
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                outcome["body"] = self._post(name, payload, FUNCTION_TIMEOUT_SECS)
+            except urllib.error.HTTPError as error:
+                outcome["http_error"] = (error.code, error.read())
+            except OSError as error:
+                outcome["os_error"] = error
+            finally:
+                self.slots.give_back(name)
+                done.set()
+
+        threading.Thread(target=run, daemon=True, name=f"invoke-{name}").start()
+        if not done.wait(wait):
+            # The task has given up: so does its invoke (the function runs on, in its slot).
+            raise service_fault(f"invoke of {name} abandoned: its task's timeout ({wait:.1f} s) is up", 504)
+        if "http_error" in outcome:
+            code, body = outcome["http_error"]
             try:
                 answer = json.loads(body)
             except ValueError:
                 answer = None
-            if error.code >= 500 and isinstance(answer, dict) and "errorType" in answer:
+            if code >= 500 and isinstance(answer, dict) and "errorType" in answer:
                 return {"StatusCode": 200, "FunctionError": "Unhandled", "Payload": answer}
-            raise service_fault(f"HTTP {error.code}: {body[:200]!r}", error.code) from error
-        except OSError as error:
-            # A timeout included: the task has given up, so the invoke is abandoned.
-            raise service_fault(f"invoke of {name} abandoned: {error}", 503) from error
-        finally:
-            self.slots.give_back(name)
+            raise service_fault(f"HTTP {code}: {body[:200]!r}", code)
+        if "os_error" in outcome:
+            raise service_fault(f"invoke of {name} failed: {outcome['os_error']}", 503)
+        body = outcome["body"]
         if len(body) > SYNC_PAYLOAD_LIMIT:
             return {
                 "StatusCode": 200,

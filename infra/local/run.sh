@@ -224,20 +224,20 @@ fuzz() {
 }
 
 # The randomized whole-system test (infra/chaos): in `make test`, first every seed of
-# infra/chaos/regressions.txt (seeds that once failed, with their session counts), then one run
+# infra/chaos/regressions.txt (seeds that once failed, with their session and client counts), then one run
 # of 12 sessions from 8 clients with a random seed (printed; CHAOS_SEED fixes it), each bounded
 # (90 s of scripts, 60 s to come to rest). A failing run prints the seed, the invariant, the
 # evidence and the command that reruns it; the fuzzing still runs, then the test fails.
 chaos_runs() {
-  local failed=0 seed sessions _
-  while read -r seed sessions _; do
+  local failed=0 seed sessions clients _
+  while read -r seed sessions clients _; do
     case "$seed" in ''|\#*) continue ;; esac
-    echo "run.sh: chaos regression seed $seed ($sessions sessions)"
-    "$PY" infra/chaos/chaos.py --seed "$seed" --sessions "$sessions" --clients 8 --max-seconds 90 \
-      --rest-seconds 60 </dev/null || failed=1
+    echo "run.sh: chaos regression seed $seed ($sessions sessions, $clients clients)"
+    "$PY" infra/chaos/chaos.py --seed "$seed" --sessions "$sessions" --clients "$clients" --max-seconds 90 \
+      --rest-seconds 60 --final-seconds 60 </dev/null || failed=1
   done < infra/chaos/regressions.txt
   "$PY" infra/chaos/chaos.py ${CHAOS_SEED:+--seed "$CHAOS_SEED"} --sessions 12 --clients 8 \
-    --max-seconds 90 --rest-seconds 60 || failed=1
+    --max-seconds 90 --rest-seconds 60 --final-seconds 60 </dev/null || failed=1
   return $failed
 }
 

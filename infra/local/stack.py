@@ -30,9 +30,10 @@ only, over LOCAL_PARAMETERS: `make test` raises the read limit that way (run.sh)
 
 Pushing back as AWS does (infra/local/invoke.py): the state machines' Lambda invokes never
 pile up. Per function, at most `--function-concurrency` invokes are open at once (sync and
-async together); one more is refused at once with Lambda.TooManyRequestsException, which
-the states' Retry resends later; a synchronous invoke is abandoned (connection closed, slot
-freed) when its task's timeout is up; asynchronous events wait in a bounded queue as data.
+async together), each holding its slot until the function answers (as AWS counts running
+invocations); one more is refused at once with Lambda.TooManyRequestsException, which the
+states' Retry resends later; no interpreter thread waits on an invoke past its task's
+timeout; asynchronous events wait in a bounded queue as data.
 
 parses the template and prints what `serve` would create, without starting anything.
 """

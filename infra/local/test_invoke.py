@@ -123,13 +123,15 @@ class InvokerTest(unittest.TestCase):
         started = time.monotonic()
         with self.assertRaises(ClientError) as abandoned:
             self.invoker.invoke({"FunctionName": "slow"}, 0.3)
-        self.assertLess(time.monotonic() - started, 1.0)
+        self.assertLess(time.monotonic() - started, 1.0, "the task's thread is released at its timeout")
         self.assertEqual(abandoned.exception.response["Error"]["Code"], "ServiceException")
-        self.assertEqual(self.invoker.slots.open("slow"), 0, "its slot is free again")
-        deadline = time.monotonic() + 1
-        while self.watch.open.get("slow") and time.monotonic() < deadline:
+        # The function runs on, and counts against the concurrency until it answers, as in AWS
+        # (cargo lambda watch would run it anyway: closing the connection frees nothing).
+        self.assertEqual(self.invoker.slots.open("slow"), 1)
+        deadline = time.monotonic() + 5
+        while self.invoker.slots.open("slow") and time.monotonic() < deadline:
             time.sleep(0.02)
-        self.assertEqual(self.watch.open.get("slow"), 0, "and its connection is closed")
+        self.assertEqual(self.invoker.slots.open("slow"), 0, "its slot is free once the function answered")
         with self.assertRaises(ClientError):
             self.invoker.invoke({"FunctionName": "fast"}, 0)  # no time left: not even sent
 
@@ -248,10 +250,10 @@ class InterpreterTest(unittest.TestCase):
 
         self.assertLess(fast_worst, 1.0, "the fast function kept answering (a loaded machine allowed for)")
         self.assertLessEqual(invoker.slots.peak["slow"], self.CONCURRENCY)
-        # What the server saw: never more open than the bound (plus the few it has not yet
-        # seen hang up), and about one invoke per slot per poll interval, not one per run.
-        self.assertLessEqual(watch.peak["slow"], self.CONCURRENCY + 1, watch.peak)
-        self.assertLessEqual(watch.calls["slow"], self.CONCURRENCY * 7, watch.calls)
+        # What the server saw: never more open than the bound, and about one invoke per slot
+        # per 3 s the slow checker takes (5 s of runs), not one per run per poll interval.
+        self.assertLessEqual(watch.peak["slow"], self.CONCURRENCY, watch.peak)
+        self.assertLessEqual(watch.calls["slow"], self.CONCURRENCY * 3, watch.calls)
         self.assertGreater(invoker.slots.refused.get("slow", 0), 0, "runs over the bound were refused")
 
         for run in runs:
@@ -266,7 +268,7 @@ class InterpreterTest(unittest.TestCase):
         ]
         self.assertTrue(refused, "the refusals reached the runs as Lambda.TooManyRequestsException")
         self.assertIn("Status Code: 429", refused[0]["cause"])
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 5
         while invoker.slots.open("slow") and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertEqual(invoker.slots.open("slow"), 0, "nothing is left pending")
