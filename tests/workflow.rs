@@ -342,6 +342,10 @@ async fn a_run_ended_by_its_failure_path_names_the_queued_message_it_leaves_unan
     let (id, run_id) = client.create("This turn will fail too [[emu delay_ms=300]]").await;
     let (status, _, body) = client.message(&id, "And one more thing").await;
     assert_eq!((status.as_u16(), &body), (200, &json!({ "ok": true })));
+    // The turn has written its first events: only the queued message is left unanswered.
+    client
+        .transcript_until(&id, PATIENT, Duration::from_secs(20), |t| count_of(t, "tool_result") > 0)
+        .await;
     dynamodb()
         .await
         .update_item()
@@ -524,4 +528,27 @@ async fn a_cancel_of_a_run_that_died_with_its_lease_on_ends_the_session_at_once(
     // No waiting: the termination was written before the answer.
     assert_ends_terminated_once(&client.transcript(&id).await);
     assert_eq!(attr(&session_item(&id).await.unwrap(), "status"), Some("terminated"));
+}
+
+/// A run that fails before its turn wrote anything names the turn's own message as
+/// unanswered too, not only the queued ones (found by the chaos test, seed 7).
+#[tokio::test]
+async fn a_run_that_fails_before_its_turn_wrote_anything_names_its_message_unanswered() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = quiet_session(&app, &caller, "Never answered").await;
+    let run = attr(&session_item(&id).await.unwrap(), "active_run").unwrap().to_owned();
+    let fail = json!({ "action": "fail", "sessionId": id, "runId": run,
+                       "error": "Lambda.ServiceException" });
+    assert_eq!(invoke("checker", fail).await["outcome"], "failed");
+    let transcript = ApiClient::new(Some(&caller.token)).transcript(&id).await;
+    let error = transcript["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(error["type"], "error", "{transcript}");
+    assert_eq!(error["payload"]["unansweredMessages"], 1, "{error}");
+    assert!(
+        error["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Your last message was not answered.")
+    );
 }

@@ -95,18 +95,29 @@ pub fn near_timeout(started_at: &str, now: Instant) -> bool {
     now.epoch_millis() - started.timestamp_millis() >= limit
 }
 
-/// `event` (an `error`) with a sentence about the `queued` messages it leaves unanswered.
-fn with_unanswered(event: &NewEvent, queued: u32) -> NewEvent {
+/// How many user messages a run that ends now leaves unanswered: those queued for its next
+/// turn, and those of its current turn when that turn has written nothing yet.
+pub fn unanswered_messages(session: &SessionRecord) -> u32 {
+    let current = session
+        .active_run
+        .as_ref()
+        .filter(|run| run.step == 0)
+        .map_or(0, |_| session.turn_messages);
+    session.queued_messages + current
+}
+
+/// `event` (an `error`) with a sentence about the `count` messages it leaves unanswered.
+fn with_unanswered(event: &NewEvent, count: u32) -> NewEvent {
     let mut event = event.clone();
-    if queued > 0
+    if count > 0
         && let Some(message) = event.payload.get("message").and_then(|m| m.as_str())
     {
-        let note = match queued {
-            1 => " The message sent during the turn was not answered.".to_string(),
-            n => format!(" The {n} messages sent during the turn were not answered."),
+        let note = match count {
+            1 => " Your last message was not answered.".to_string(),
+            n => format!(" Your last {n} messages were not answered."),
         };
         event.payload["message"] = json!(format!("{message}{note}"));
-        event.payload["unansweredMessages"] = json!(queued);
+        event.payload["unansweredMessages"] = json!(count);
     }
     event
 }
@@ -472,7 +483,7 @@ impl Checker {
                 if current.active_run.as_ref().map(|active| &active.id) != Some(&next) {
                     break;
                 }
-                let event = with_unanswered(&failed, current.queued_messages.max(queued));
+                let event = with_unanswered(&failed, unanswered_messages(&current).max(queued));
                 if self.sessions.fail_turn(&current, &next, &event, now).await? {
                     break;
                 }
@@ -491,7 +502,7 @@ impl Checker {
         event: &NewEvent,
         now: Instant,
     ) -> Result<CheckerResponse, CheckerError> {
-        let event = with_unanswered(event, session.queued_messages);
+        let event = with_unanswered(event, unanswered_messages(session));
         if self.sessions.fail_turn(session, run_id, &event, now).await? {
             return Ok(CheckerResponse::stop(Outcome::Failed));
         }
@@ -513,7 +524,7 @@ impl Checker {
                 ForRun::GoesOn(session) => session,
                 ForRun::Over(answer) => return Ok(answer),
             };
-            let event = with_unanswered(&event, session.queued_messages);
+            let event = with_unanswered(&event, unanswered_messages(&session));
             if self.sessions.fail_turn(&session, run_id, &event, now).await? {
                 tracing::warn!(session_id, run_id = %run_id, error, "turn failed");
                 return Ok(CheckerResponse::stop(Outcome::Failed));
@@ -653,7 +664,7 @@ mod tests {
             noted.payload["message"]
                 .as_str()
                 .unwrap()
-                .ends_with("2 messages sent during the turn were not answered.")
+                .ends_with("Your last 2 messages were not answered.")
         );
         assert_eq!(noted.payload["unansweredMessages"], 2);
         assert_eq!(noted.payload["errorType"], "worker_lost");

@@ -346,6 +346,12 @@ impl Play<'_> {
         loop {
             attempt += 1;
             let worker = self.worker;
+            // Spend nothing for a turn that stopped being ours since the last write or
+            // heartbeat (a cancel while the transcript was read, a tool ran, a retry waited):
+            // renew the lease first, which the guard refuses once the session is cancelled.
+            if !self.renew_lease().await? {
+                return Ok(None);
+            }
             let Some(opened) = self.watched(worker.provider.open(messages, specs)).await? else {
                 return Ok(None);
             };
@@ -514,6 +520,15 @@ impl Play<'_> {
         Ok(())
     }
 
+    /// Renews the lease now (and restarts the heartbeat); `false` when the turn is no longer
+    /// this worker's.
+    async fn renew_lease(&mut self) -> Result<bool, WorkerError> {
+        let lease = self.worker.lease_until();
+        let renewed = self.worker.sessions.renew_lease(&self.turn, lease).await?;
+        self.next_heartbeat = tokio::time::Instant::now() + self.worker.settings.heartbeat;
+        Ok(renewed)
+    }
+
     /// Waits for `work`, renewing the lease at every heartbeat. `None` when a renewal was
     /// refused: `work` is dropped at once (for a model call, that closes its connection).
     async fn watched<F: Future>(&mut self, work: F) -> Result<Option<F::Output>, WorkerError> {
@@ -523,11 +538,9 @@ impl Play<'_> {
                 biased;
                 output = &mut work => return Ok(Some(output)),
                 () = tokio::time::sleep_until(self.next_heartbeat) => {
-                    let lease = self.worker.lease_until();
-                    if !self.worker.sessions.renew_lease(&self.turn, lease).await? {
+                    if !self.renew_lease().await? {
                         return Ok(None);
                     }
-                    self.next_heartbeat = tokio::time::Instant::now() + self.worker.settings.heartbeat;
                 }
             }
         }

@@ -50,7 +50,7 @@ const APPEND_ATTEMPTS: u32 = 5;
 /// The attributes that describe the active run; removed together when it ends.
 /// (`poll_token` and the cancel's copy of it are large, about 700 bytes each: they go too.)
 pub(super) const RUN_ATTRIBUTES: &str = "active_run, run_started_at, run_expires_at, turn_step, \
-     queued_messages, poll_token, poll_token_at, cancel_saw_poll_token, worker_id, \
+     queued_messages, turn_messages, poll_token, poll_token_at, cancel_saw_poll_token, worker_id, \
      worker_lease_until, worker_restarted_at, turn_result, turn_error_type, turn_error_message, \
      turn_input_tokens, turn_output_tokens";
 
@@ -160,6 +160,9 @@ pub struct SessionRecord {
     pub terminated_at: Option<String>,
     /// User messages queued for the active run's next turn.
     pub queued_messages: u32,
+    /// How many user messages the current turn answers (`turn_messages`): the one that
+    /// started the run, or those queued during the turn before it.
+    pub turn_messages: u32,
     /// The number of the session's latest turn (`turn_seq`): 1 for the opening message's,
     /// one more for every turn after it. Each event carries the turn it belongs to, so a
     /// message queued during turn N is read back after all of turn N (see
@@ -211,6 +214,9 @@ impl SessionRecord {
             queued_messages: get_i64(item, "queued_messages")
                 .map_or(Ok(0), u32::try_from)
                 .map_err(|_| StoreError::Corrupt("queued_messages out of range".into()))?,
+            turn_messages: get_i64(item, "turn_messages")
+                .map_or(Ok(0), u32::try_from)
+                .map_err(|_| StoreError::Corrupt("turn_messages out of range".into()))?,
             deleted_at: get_s(item, "deleted_at").map(str::to_owned),
             injected_fault: get_s(item, "inject_fault").map(str::to_owned),
         })
@@ -367,6 +373,7 @@ impl SessionStore {
             .item("queued_messages", n(0))
             .item("runs_started", n(1))
             .item("turn_seq", n(1))
+            .item("turn_messages", n(1))
             .condition_expression("attribute_not_exists(id)")
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -529,7 +536,7 @@ impl SessionStore {
                 .key("id", s(&session.id))
                 .update_expression(format!(
                     "SET active_run = :next, turn_step = :zero, run_started_at = :now_ms, \
-                     run_expires_at = :expires, queued_messages = :zero, \
+                     run_expires_at = :expires, queued_messages = :zero, turn_messages = :seen, \
                      turn_seq = turn_seq + :one, runs_started = if_not_exists(runs_started, :zero) + :one \
                      REMOVE poll_token, poll_token_at, {TURN_WORKER_ATTRIBUTES}"
                 ))
@@ -773,7 +780,8 @@ impl SessionStore {
     ) -> Result<bool, StoreError> {
         let append = Append {
             set: ", active_run = :run, run_started_at = :now_ms, run_expires_at = :expires, \
-                  turn_step = :zero, queued_messages = :zero, #status = :running, \
+                  turn_step = :zero, queued_messages = :zero, turn_messages = :one, \
+                  #status = :running, \
                   runs_started = if_not_exists(runs_started, :zero) + :one, \
                   turn_seq = if_not_exists(turn_seq, :zero) + :one",
             remove: Some(DEAD_RUN_LEFTOVERS),
@@ -839,7 +847,8 @@ impl SessionStore {
                 .key("id", s(&session.id))
                 .update_expression(format!(
                     "SET turn_step = :zero, run_started_at = :now_ms, queued_messages = :zero, \
-                     turn_seq = turn_seq + :one REMOVE {TURN_WORKER_ATTRIBUTES}"
+                     turn_messages = :seen, turn_seq = turn_seq + :one \
+                     REMOVE {TURN_WORKER_ATTRIBUTES}"
                 ))
                 .condition_expression(
                     "attribute_exists(id) AND attribute_not_exists(deleted_at) \
