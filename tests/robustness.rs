@@ -681,3 +681,31 @@ async fn transcript_pages_of_quote_filled_messages_fit_a_lambda_answer() {
     assert_eq!(seen, 111, "the opening message and the 110 quote-filled ones");
     assert!(pages >= 2, "they do not fit one answer");
 }
+
+/// Issue 15, defect 9: a cookie used right after sign-in, whose first (eventually consistent)
+/// read still sees no record, is read again strongly consistently instead of being refused
+/// and remembered as unknown.
+#[tokio::test]
+async fn a_cookie_used_right_after_sign_in_authenticates_through_a_stale_read() {
+    use knoq_shared::auth::{new_token, token_hash};
+    use knoq_shared::store::auth_sessions::{AuthRecord, AuthSessionStore};
+    let app = app().await;
+    let token = new_token();
+    let hash = token_hash(&token);
+    let chaos = ScopedChaos::start(&hash, &[("dynamodb_stale_read", 1.0)]).await;
+    let store = AuthSessionStore::new(dynamodb().await, config().tables.auth_sessions);
+    let record = AuthRecord {
+        user_id: unique("user"),
+        org_id: unique("org"),
+        expires_at_secs: knoq_shared::clock::Instant::now().epoch_secs() + 3600,
+    };
+    store.put(&hash, &record).await.unwrap();
+    let caller = Caller { user_id: record.user_id.clone(), org_id: record.org_id.clone(), token };
+    let scope =
+        app.auth.authenticate(&post("/", caller.with_origin(&app.config.allowed_origin), "")).await;
+    let stale = chaos.injected("dynamodb_stale_read").await;
+    chaos.stop().await;
+    assert!(stale >= 1, "the first read was served stale");
+    let scope = scope.expect("authenticated through the consistent read");
+    assert_eq!(scope.user_id(), record.user_id);
+}

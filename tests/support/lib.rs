@@ -642,3 +642,45 @@ fn faults_url() -> String {
         .expect("AWS_ENDPOINT_URL: run through `make test`");
     format!("{}/_knoq/faults", endpoint.trim_end_matches('/'))
 }
+
+/// The emulator's seeded random fault mode (`/_knoq/chaos`, infra/local/chaos.py), turned on
+/// for requests whose body contains `scope` only, at `rates` (every other kind at 0): so a test
+/// meets AWS's randomly timed failures, such as a stale read, on its own requests alone.
+pub struct ScopedChaos {
+    url: String,
+}
+
+impl ScopedChaos {
+    /// Turns the mode on (seed 1) for `scope` at `rates`.
+    pub async fn start(scope: &str, rates: &[(&str, f64)]) -> Self {
+        let url = faults_url().replace("/_knoq/faults", "/_knoq/chaos");
+        let client = reqwest::Client::new();
+        let current: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        let mut all: serde_json::Map<String, Value> = current["rates"]
+            .as_object()
+            .expect("the emulator lists its fault kinds")
+            .keys()
+            .map(|name| (name.clone(), Value::from(0.0)))
+            .collect();
+        for (name, rate) in rates {
+            assert!(all.contains_key(*name), "no fault kind {name}");
+            all.insert((*name).to_owned(), Value::from(*rate));
+        }
+        let spec = serde_json::json!({ "seed": 1, "rates": all, "scope": scope });
+        let response = client.post(&url).json(&spec).send().await.unwrap();
+        assert!(response.status().is_success(), "{:?}", response.text().await);
+        Self { url }
+    }
+
+    /// How many faults of `kind` were injected so far.
+    pub async fn injected(&self, kind: &str) -> u64 {
+        let state: Value = reqwest::get(&self.url).await.unwrap().json().await.unwrap();
+        state["injected"][kind].as_u64().unwrap_or(0)
+    }
+
+    /// Turns the mode off.
+    pub async fn stop(self) {
+        let response = reqwest::Client::new().delete(&self.url).send().await.unwrap();
+        assert!(response.status().is_success());
+    }
+}
