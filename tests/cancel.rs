@@ -259,5 +259,8 @@ async fn unknown_or_malformed_cookies_cost_no_read_once_known() {
         assert_eq!((status, &body), (401, &not_valid));
         reads.push(trips.take());
     }
-    assert_eq!(reads, [1, 0, 0, 0], "one read for the first unknown token, none after");
+    // Two reads for the first unknown token (the eventually consistent one, then the strongly
+    // consistent one a miss gets: a cookie issued a moment ago may not have reached the first),
+    // none after.
+    assert_eq!(reads, [2, 0, 0, 0], "two reads for the first unknown token, none after");
 }

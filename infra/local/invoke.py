@@ -269,7 +269,10 @@ class LambdaInvoker:
                 done.set()
 
         threading.Thread(target=run, daemon=True, name=f"invoke-{name}").start()
-        if not done.wait(wait):
+        # The task's own timeout (moto's timer: `States.Timeout`, which the Poll step's Catch
+        # takes to its next poll, as on AWS) must win the race; the thread lets go only
+        # ABANDON_GRACE_SECS after it, when moto has already discarded this attempt.
+        if not done.wait(wait + (ABANDON_GRACE_SECS if timeout is not None else 0)):
             # The task has given up: so does its invoke (the function runs on, in its slot).
             raise service_fault(f"invoke of {name} abandoned: its task's timeout ({wait:.1f} s) is up", 504)
         if "http_error" in outcome:
@@ -298,6 +301,12 @@ class LambdaInvoker:
 
         return {"StatusCode": 200, "Payload": lambda_eval_utils._from_payload(io.BytesIO(body))}
 
+
+#: How long after its task's timeout a synchronous invoke's waiting thread lets go: long enough
+#: for moto's own timer to end the task first (a checker slower than the poll interval must
+#: be a `States.Timeout`, looping to the next poll, never a `Lambda.ServiceException` that
+#: the Retry counts and that ends the run after a few slow polls).
+ABANDON_GRACE_SECS = 1.0
 
 #: The task a Lambda invoke runs for, per thread: (seconds it may still wait, from when).
 _task = threading.local()

@@ -304,8 +304,24 @@ MSG
     export KNOQ_API_URL="http://127.0.0.1:$API_PORT" KNOQ_PROVIDER_URL
     export KNOQ_ADMIN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/knoq-admin"
     export KNOQ_ALLOWED_ORIGIN="$ORIGIN"
-    "$PY" infra/chaos/chaos.py ${SEED:+--seed "$SEED"} --sessions "${SESSIONS:-24}" \
-      --clients "${CLIENTS:-24}" ${FAULT_RATES:+--fault-rates "$FAULT_RATES"} "${SELECTED_TESTS[@]}"
+    if [ -z "${RUNS:-}" ]; then
+      "$PY" infra/chaos/chaos.py ${SEED:+--seed "$SEED"} --sessions "${SESSIONS:-24}" \
+        --clients "${CLIENTS:-24}" ${FAULT_RATES:+--fault-rates "$FAULT_RATES"} "${SELECTED_TESTS[@]}"
+    else
+      # RUNS consecutive seeds from SEED (default 1) on this one stack; one summary line each
+      # in .local/chaos/series.txt; fails when any run failed.
+      failed=0; first=${SEED:-1}; : > .local/chaos/series.txt
+      for seed in $(seq "$first" $((first + RUNS - 1))); do
+        if "$PY" infra/chaos/chaos.py --seed "$seed" --sessions "${SESSIONS:-24}" \
+          --clients "${CLIENTS:-24}" ${FAULT_RATES:+--fault-rates "$FAULT_RATES"} \
+          "${SELECTED_TESTS[@]}" > ".local/chaos/series-$seed.out" 2>&1; then result=PASS
+        else result=FAIL; failed=1; fi
+        line="seed=$seed sessions=${SESSIONS:-24} clients=${CLIENTS:-24} $result; $(grep -hE '^chaos: [0-9]+ requests' ".local/chaos/series-$seed.out" | cut -d';' -f1 | sed 's/^chaos: //'); $(grep -hE '^chaos: faults injected' ".local/chaos/series-$seed.out" | sed 's/^chaos: faults injected by the emulator //' | cut -d: -f1)"
+        echo "$line" | tee -a .local/chaos/series.txt
+        [ "$result" = PASS ] || grep -hE '^(chaos: FAIL|VIOLATED)' ".local/chaos/series-$seed.out"
+      done
+      exit $failed
+    fi
     ;;
   bench)
     # Besides the in-process cancel benchmark: the cancel function as Lambda runs it (the host

@@ -297,7 +297,27 @@ impl ApiClient {
         if let Some(cookie) = &self.cookie {
             request = request.header("cookie", cookie);
         }
-        let response = request.send().await.expect("the local API answers");
+        let idempotent = request
+            .try_clone()
+            .and_then(|copy| copy.build().ok())
+            .is_some_and(|built| built.method() == reqwest::Method::GET);
+        let mut response = request.try_clone().expect("a plain request").send().await;
+        // `cargo lambda watch` now and then answers a request with a 500 of its own (a problem
+        // JSON, never an answer of the API's, which are JSON `{"error"}`), seen a few times in
+        // a `make test` of 200 tests: a GET, which changes nothing, is sent once more.
+        for _ in 0..2 {
+            let local_host_failed = response.as_ref().is_ok_and(|answer| {
+                answer.status() == 500
+                    && answer.headers().get("content-type").is_some_and(|v| v != "application/json")
+            });
+            if !(idempotent && local_host_failed) {
+                break;
+            }
+            eprintln!("cargo lambda watch answered its own 500 to a GET: sending it again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            response = request.try_clone().expect("a plain request").send().await;
+        }
+        let response = response.expect("the local API answers");
         let status = response.status();
         let content_type = response.headers().get("content-type").cloned();
         if content_type.as_ref().is_none_or(|value| value != "application/json") {
