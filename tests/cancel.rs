@@ -204,11 +204,15 @@ async fn many_concurrent_cancels_of_one_session_make_exactly_one_first_cancel() 
     let Fixture { app, caller, id, .. } = fixture().await;
     let session_id = SessionId::parse(&id).unwrap();
     let scope = scope_of(&app, &caller).await;
-    let outcomes = join_all((0..120).map(|_| {
-        let (app, scope, session_id) = (&app, &scope, &session_id);
-        async move { app.sessions.cancel(scope, session_id, Instant::now()).await.unwrap() }
-    }))
-    .await;
+    let outcomes =
+        join_all((0..120).map(|i| {
+            let (app, scope, session_id) = (&app, &scope, &session_id);
+            let request = format!("request-{i}");
+            async move {
+                app.sessions.cancel(scope, session_id, &request, Instant::now()).await.unwrap()
+            }
+        }))
+        .await;
     let firsts = outcomes.iter().filter(|o| matches!(o, CancelOutcome::Cancelled { .. })).count();
     let already =
         outcomes.iter().filter(|o| matches!(o, CancelOutcome::AlreadyCancelled(_))).count();
@@ -216,6 +220,14 @@ async fn many_concurrent_cancels_of_one_session_make_exactly_one_first_cancel() 
 
     let stored = session_item(&id).await.unwrap();
     let stamped = attr(&stored, "cancelled_at").unwrap().to_string();
+    let winner = outcomes.iter().position(|o| matches!(o, CancelOutcome::Cancelled { .. }));
+    let stamp_request = attr(&stored, "cancel_request_id").unwrap().to_string();
+    assert_eq!(
+        stamp_request,
+        format!("request-{}", winner.unwrap()),
+        "the stamp names its request"
+    );
+    assert_eq!(attr(&stored, "cancelled_by"), Some(scope.user_id()));
     for outcome in &outcomes {
         if let CancelOutcome::AlreadyCancelled(session) = outcome {
             let seen = session.cancelled_at.as_deref();

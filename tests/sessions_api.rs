@@ -175,7 +175,7 @@ async fn the_list_is_the_callers_own_newest_first() {
     assert_eq!(listed_ids, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
     for summary in &listed {
         assert_eq!(summary["status"], "running");
-        assert!(summary.get("cancelledAt").is_none());
+        assert!(summary.get("cancelledAt").is_none() && summary.get("cancelledBy").is_none());
         for field in ["id", "title", "status", "createdAt", "updatedAt"] {
             assert!(summary[field].is_string(), "{field} in {summary}");
         }
@@ -188,6 +188,7 @@ async fn the_list_is_the_callers_own_newest_first() {
     assert_eq!(listed[0]["id"], ids[0].as_str());
     assert_eq!(listed[0]["status"], "terminated");
     assert!(listed[0]["cancelledAt"].is_string());
+    assert_eq!(listed[0]["cancelledBy"], owner.user_id.as_str(), "the list names who cancelled");
     assert!(listed[0]["updatedAt"].as_str() > listed[1]["updatedAt"].as_str());
     assert_eq!(ApiClient::for_new_caller().await.sessions().await, Vec::<Value>::new());
     let (status, _, _) = ApiClient::new(None).get("sessions", &[]).await;

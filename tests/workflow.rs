@@ -37,7 +37,11 @@ fn assert_ends_terminated_once(transcript: &Value) {
     assert_eq!(count_of(transcript, "status_terminated"), 1, "{types:?}");
     assert_eq!(types.last().map(String::as_str), Some("status_terminated"), "{types:?}");
     let last = transcript["events"].as_array().unwrap().last().unwrap();
-    assert_eq!(last["payload"], json!({ "reason": "cancelled" }));
+    assert_eq!(last["payload"]["reason"], "cancelled");
+    for field in ["cancelledBy", "cancelRequestId"] {
+        let named = last["payload"][field].as_str().is_some_and(|v| !v.is_empty());
+        assert!(named, "status_terminated names who cancelled and the request: {last}");
+    }
 }
 
 const FAST: Duration = Duration::from_millis(25);
@@ -282,7 +286,7 @@ async fn concurrent_terminations_of_one_cancelled_session_write_one_event() {
     let text = MessageText::parse("no execution behind this run".into()).unwrap();
     let run = RunId::new();
     app.sessions.create(&scope, &id, &text, &run, TURN_TIMEOUT, Instant::now()).await.unwrap();
-    let outcome = app.sessions.cancel(&scope, &id, Instant::now()).await.unwrap();
+    let outcome = app.sessions.cancel(&scope, &id, "request-1", Instant::now()).await.unwrap();
     assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: true, poll_token: None });
     let session = app.sessions.get(&id.as_string()).await.unwrap().unwrap();
     let results =
@@ -291,12 +295,14 @@ async fn concurrent_terminations_of_one_cancelled_session_write_one_event() {
     let written = results.iter().filter(|r| matches!(r, Ok(Termination::Written))).count();
     assert_eq!(written, 1, "{results:?}");
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let types: Vec<_> = event_items(&id.as_string())
-        .await
-        .iter()
-        .map(|e| attr(e, "type").unwrap().to_owned())
-        .collect();
+    let events = event_items(&id.as_string()).await;
+    let types: Vec<_> = events.iter().map(|e| attr(e, "type").unwrap().to_owned()).collect();
     assert_eq!(types, ["user_message", "status_terminated"]);
+    let payload: Value = serde_json::from_str(attr(&events[1], "payload").unwrap()).unwrap();
+    let who = json!({
+        "reason": "cancelled", "cancelledBy": scope.user_id(), "cancelRequestId": "request-1"
+    });
+    assert_eq!(payload, who, "status_terminated names who cancelled, with which request");
 }
 
 #[tokio::test]
@@ -368,6 +374,40 @@ async fn a_run_ended_by_its_failure_path_names_the_queued_message_it_leaves_unan
     assert_eq!(error["payload"]["unansweredMessages"], 1, "{error}");
     assert!(error["payload"]["message"].as_str().unwrap().contains("was not answered"));
     assert_eq!(execution_end(&run_id, Duration::from_secs(10)).await, "FAILED");
+}
+
+/// An execution that ends without its own last step (stopped from outside, timed out, or its
+/// `RecordFailure` failed too) is reported by Step Functions to EventBridge; the rule in
+/// template.yaml has the checker take that run's failure path: the session is freed at once
+/// and the message queued behind the turn is named unanswered (before, it waited for the
+/// lease to run out and was never named).
+#[tokio::test]
+async fn a_run_whose_execution_is_stopped_from_outside_ends_with_an_error_naming_its_queued_message()
+ {
+    let client = ApiClient::for_new_caller().await;
+    let (id, run_id) = client.create("A long answer [[emu delay_ms=500]]").await;
+    let (status, _, body) = client.message(&id, "And one more thing").await;
+    assert_eq!((status.as_u16(), &body), (200, &json!({ "ok": true })));
+    client
+        .transcript_until(&id, PATIENT, Duration::from_secs(20), |t| count_of(t, "tool_result") > 0)
+        .await;
+    stop_execution(&run_id).await;
+    // AWS reports a stopped execution ABORTED; moto's interpreter (seen with 5.2) reports FAILED
+    // when the stop meets a waiting task. Either way the rule sends it to the checker.
+    let ended_as = execution_end(&run_id, Duration::from_secs(10)).await;
+    let error_type = match ended_as.as_str() {
+        "ABORTED" => "Knoq.RunAborted",
+        "FAILED" => "Knoq.RunFailed",
+        other => panic!("the stopped execution ended {other}"),
+    };
+    let ended = client
+        .transcript_until(&id, PATIENT, Duration::from_secs(15), |t| count_of(t, "error") > 0)
+        .await;
+    let error = ended["events"].as_array().unwrap().last().unwrap();
+    assert_eq!(error["type"], "error", "{:?}", event_types(&ended));
+    assert_eq!(error["payload"]["errorType"], error_type, "{error}");
+    assert_eq!(error["payload"]["unansweredMessages"], 1, "{error}");
+    assert_eq!(ended["workflowRunId"], Value::Null, "the session is free at once");
 }
 
 /// Sets attributes of session `id` directly, as a run or a worker that is gone left them.

@@ -424,7 +424,48 @@ class Runner:
                           query={"sessionId": sid})
         for u in sorted({s["user"] for s in plans}):
             self.call("final_list", "GET", "/sessions", user=u)
+        self.describe_runs_left()
         self.write({"kind": "provider", "prefix": self.prefix, "entries": self.provider_entries()})
+
+    def describe_runs_left(self):
+        """For each session not at rest in its final read (a run still named, or a last event
+        that ends no turn): each of its executions' status and last history events, as the
+        emulator's Step Functions tells them. A diagnosis of a run that did not come to rest;
+        the history checker does not read it."""
+        with self.lock:
+            self.out.flush()
+        try:
+            records = [json.loads(line) for line in open(self.args.history)]
+        except OSError:
+            return
+        restless = {r["sessionId"]: r["key"] for r in records
+                    if r.get("kind") == "final_transcript" and r.get("status") == 200
+                    and (r.get("workflowRunId") or not r.get("events")
+                         or r["events"][-1]["type"] not in TERMINAL_FOR_TURN)}
+        if not restless or not self.aws:
+            return
+        try:
+            import boto3  # the emulator's own dependency, in the venv
+            sfn = boto3.client("stepfunctions", endpoint_url=self.aws,
+                               region_name=os.environ.get("AWS_REGION") or "us-east-1")
+            executions = [e for m in sfn.list_state_machines()["stateMachines"]
+                          for page in sfn.get_paginator("list_executions").paginate(
+                              stateMachineArn=m["stateMachineArn"])
+                          for e in page["executions"]]
+            for e in executions:
+                d = sfn.describe_execution(executionArn=e["executionArn"])
+                sid = json.loads(d.get("input") or "{}").get("sessionId")
+                if sid not in restless:
+                    continue
+                h = sfn.get_execution_history(executionArn=e["executionArn"], reverseOrder=True, maxResults=6)
+                last = [(x["type"], str(x.get("timestamp"))[11:23]) for x in h["events"]]
+                self.write({"kind": "run_left", "key": restless[sid], "run": d["name"], "status": d["status"],
+                            "stopDate": str(d.get("stopDate")), "lastEvents": last})
+                print(f"chaos: session key {restless[sid]} not at rest: run {d['name']} {d['status']} "
+                      f"(started {str(d.get('startDate'))[11:23]}, stopped {str(d.get('stopDate'))[11:23]}); "
+                      f"last events {last}", flush=True)
+        except Exception as e:  # a diagnosis only: never fails the run
+            print(f"chaos: could not describe the runs left: {e}", flush=True)
 
     # the whole run -----------------------------------------------------------------------------
 

@@ -31,7 +31,11 @@ stack.py replaces it with `LambdaInvoker.invoke`, which sends a plain HTTP Invok
   AWS queues it; a dispatcher per function delivers queued events whenever a slot is free
   (the function's own timeout bounds each delivery). The queue holds at most
   `queue_limit` events; beyond it the invoke is refused with `TooManyRequestsException`.
-  Chaos (chaos.py) may deliver an event twice or late, as AWS may.
+  Chaos (chaos.py) may deliver an event twice or late, as AWS may. An event whose
+  function fails (a function error, or no answer) is delivered again up to the function's
+  `EventInvokeConfig.MaximumRetryAttempts` (`async_retries`, AWS's default 2), after
+  `ASYNC_RETRY_DELAYS` (AWS waits about a minute, then two; locally one and two seconds, so
+  a bounded test sees the retries), then dropped, as AWS drops it.
 - Limits: a synchronous response over 6,291,556 bytes becomes the function error AWS
   gives (`Function.ResponseSizeTooLarge`); a request over 6,291,556 bytes (synchronous) or
   1,048,576 bytes (asynchronous) is refused with `RequestEntityTooLargeException` (413).
@@ -65,6 +69,10 @@ DEFAULT_CONCURRENCY = 8
 DEFAULT_QUEUE_LIMIT = 1000
 #: How long an invoke may run when its task sets no timeout: the functions' Lambda timeout.
 FUNCTION_TIMEOUT_SECS = 900
+#: Retries of a failed asynchronous event when its function sets none (AWS's default).
+DEFAULT_ASYNC_RETRIES = 2
+#: Seconds before the first and the later retries of a failed asynchronous event.
+ASYNC_RETRY_DELAYS = (1.0, 2.0)
 
 
 def client_error(code: str, message: str, status: int, operation: str = "Invoke"):
@@ -128,17 +136,17 @@ class _Queue:
 
     def __init__(self, invoker: "LambdaInvoker", name: str):
         self.invoker, self.name = invoker, name
-        self.events: list[tuple[float, int, bytes]] = []  # (due, seq, payload)
+        self.events: list[tuple[float, int, bytes, int]] = []  # (due, seq, payload, attempt)
         self.seq = 0
         self.changed = threading.Condition()
         threading.Thread(target=self._run, daemon=True, name=f"async-{name}").start()
 
-    def put(self, payload: bytes, delay: float) -> bool:
+    def put(self, payload: bytes, delay: float, attempt: int = 0) -> bool:
         with self.changed:
             if len(self.events) >= self.invoker.queue_limit:
                 return False
             self.seq += 1
-            heapq.heappush(self.events, (time.monotonic() + delay, self.seq, payload))
+            heapq.heappush(self.events, (time.monotonic() + delay, self.seq, payload, attempt))
             self.changed.notify()
             return True
 
@@ -152,20 +160,27 @@ class _Queue:
                 while not self.events or self.events[0][0] > time.monotonic():
                     wait = self.events[0][0] - time.monotonic() if self.events else None
                     self.changed.wait(wait)
-                _, _, payload = self.events[0]
+                _, _, payload, attempt = self.events[0]
                 if not self.invoker.slots.take(self.name):
                     # Every slot is busy: AWS keeps the event and tries again a little later.
                     self.changed.wait(0.05)
                     continue
                 heapq.heappop(self.events)
-            threading.Thread(target=self._deliver, args=(payload,), daemon=True).start()
+            threading.Thread(target=self._deliver, args=(payload, attempt), daemon=True).start()
 
-    def _deliver(self, payload: bytes) -> None:
+    def _deliver(self, payload: bytes, attempt: int) -> None:
         try:
             self.invoker._post(self.name, payload, FUNCTION_TIMEOUT_SECS)
         except (urllib.error.HTTPError, OSError) as error:
-            # AWS would retry and then drop the event; the checker's lease check ends the turn.
-            print(f"stack: asynchronous invoke of {self.name} failed: {error}", flush=True)
+            retries = self.invoker.async_retries.get(self.name, DEFAULT_ASYNC_RETRIES)
+            if attempt < retries:
+                delay = ASYNC_RETRY_DELAYS[min(attempt, len(ASYNC_RETRY_DELAYS) - 1)]
+                if self.put(payload, delay, attempt + 1):
+                    print(f"stack: asynchronous invoke of {self.name} failed ({error}); "
+                          f"retry {attempt + 1} of {retries} in {delay:.0f} s", flush=True)
+                    return
+            # Dropped, as AWS drops it after its retries.
+            print(f"stack: asynchronous invoke of {self.name} failed: {error}; dropped", flush=True)
         finally:
             self.invoker.slots.give_back(self.name)
 
@@ -182,12 +197,14 @@ class LambdaInvoker:
         concurrency: int = DEFAULT_CONCURRENCY,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         chaos: Any = None,
+        async_retries: dict[str, int] | None = None,
     ):
         self.endpoint = endpoint.rstrip("/")
         self.asynchronous = set(asynchronous)
         self.slots = Slots(concurrency)
         self.queue_limit = queue_limit
         self.chaos = chaos
+        self.async_retries = dict(async_retries or {})
         self._queues: dict[str, _Queue] = {}
         self._queues_lock = threading.Lock()
 

@@ -203,6 +203,130 @@ def _run_schedules(lambda_endpoint: str, periods: dict[str, int], stop: threadin
         threading.Thread(target=every, args=(name, period), daemon=True).start()
 
 
+def _sub_text(value) -> str:
+    """A template string written plain or as `!Sub "..."` (its text, unsubstituted)."""
+    if isinstance(value, dict) and "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+        return value["Fn::Sub"]
+    if isinstance(value, str):
+        return value
+    raise SystemExit(f"template.yaml: expected a string or !Sub string, got {value!r}")
+
+
+def execution_status_rules(template: dict) -> list[dict]:
+    """Every `EventBridgeRule` event of a function that matches Step Functions' "Execution
+    Status Change" events: {"function": local name, "statuses": [...], "state_machines":
+    [logical ids]}. The rule's `stateMachineArn` names a state machine by its `Name`; any other
+    kind of EventBridge rule is refused (nothing else uses one)."""
+    by_name = {_sub_text(props.get("Name", "")): logical for logical, props in state_machines(template).items()}
+    rules = []
+    for logical_id, resource in functions(template).items():
+        for event in resource.get("Properties", {}).get("Events", {}).values():
+            if event.get("Type") != "EventBridgeRule":
+                continue
+            pattern = event["Properties"]["Pattern"]
+            if pattern.get("source") != ["aws.states"] or pattern.get("detail-type") != [
+                "Step Functions Execution Status Change"
+            ]:
+                raise SystemExit(f"template.yaml: {logical_id}: unsupported EventBridge rule {pattern!r}")
+            detail = pattern.get("detail", {})
+            machines = []
+            for arn in detail.get("stateMachineArn", []):
+                name = _sub_text(arn).rpartition(":stateMachine:")[2]
+                if name not in by_name:
+                    raise SystemExit(f"template.yaml: {logical_id}: no state machine named {name!r}")
+                machines.append(by_name[name])
+            rules.append({
+                "function": local_function_name(template, logical_id),
+                "statuses": list(detail["status"]),
+                "state_machines": machines or sorted(state_machines(template)),
+            })
+    return rules
+
+
+def execution_status_event(execution: dict, state_machine_arn_: str) -> bytes:
+    """The event EventBridge sends for a Step Functions execution's status change."""
+    import datetime
+    import json
+    import uuid
+
+    def millis(value):
+        return int(value.timestamp() * 1000) if value is not None else None
+
+    return json.dumps({
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": MOTO_ACCOUNT,
+        "time": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [execution["executionArn"]],
+        "detail": {
+            "executionArn": execution["executionArn"],
+            "stateMachineArn": state_machine_arn_,
+            "name": execution["name"],
+            "status": execution["status"],
+            "startDate": millis(execution.get("startDate")),
+            "stopDate": millis(execution.get("stopDate")),
+            "input": execution.get("input"),
+            "output": execution.get("output"),
+        },
+    }).encode()
+
+
+#: How often the local stand-in for an execution-status rule looks for executions that ended.
+EXECUTION_RULE_PERIOD_S = 0.5
+
+
+def _run_execution_status_rules(
+    endpoint: str, invoker, prefix: str, rules: list[dict], stop: threading.Event
+) -> None:
+    """Stands in for EventBridge's Step Functions rules (`execution_status_rules`): every
+    `EXECUTION_RULE_PERIOD_S`, each execution of the rule's state machines that has reached one
+    of its statuses since is delivered once to the rule's function as an asynchronous invoke
+    through `invoker` (invoke.py, so the stack's bounds and fault schedule apply), until
+    `stop`. A delivery that fails is tried again the next round, as EventBridge retries."""
+    import boto3
+
+    sfn = boto3.client(
+        "stepfunctions", endpoint_url=endpoint, region_name=REGION,
+        aws_access_key_id="local", aws_secret_access_key="local",
+    )
+    seen: set[tuple[str, str]] = set()
+
+    def deliver(function: str, body: bytes) -> None:
+        invoker.invoke({"FunctionName": function, "InvocationType": "Event", "Payload": body})
+
+    def loop() -> None:
+        while not stop.wait(EXECUTION_RULE_PERIOD_S):
+            for rule in rules:
+                for logical_id in rule["state_machines"]:
+                    arn = state_machine_arn(REGION, table_name(prefix, logical_id))
+                    for status in rule["statuses"]:
+                        try:
+                            pages = sfn.get_paginator("list_executions").paginate(
+                                stateMachineArn=arn, statusFilter=status
+                            )
+                            ended = [e for page in pages for e in page["executions"]]
+                        except Exception as error:  # the emulator is stopping, or not up yet
+                            print(f"stack: execution rule: {error}", flush=True)
+                            continue
+                        for execution in ended:
+                            key = (rule["function"], execution["executionArn"])
+                            if key in seen:
+                                continue
+                            try:
+                                described = sfn.describe_execution(executionArn=execution["executionArn"])
+                                deliver(rule["function"], execution_status_event(described, arn))
+                            except Exception as error:
+                                # EventBridge retries a failed delivery; so does the next round.
+                                print(f"stack: execution rule for {rule['function']}: {error}", flush=True)
+                                continue
+                            seen.add(key)
+
+    threading.Thread(target=loop, name="execution-status-rules", daemon=True).start()
+
+
 def state_machines(template: dict) -> dict[str, dict]:
     """Logical id -> properties of every AWS::Serverless::StateMachine."""
     return {
@@ -349,6 +473,17 @@ def parameter_overrides(template: dict, pairs: list[str] | None) -> dict[str, st
     return overrides
 
 
+def async_retries(template: dict) -> dict[str, int]:
+    """Local name -> `EventInvokeConfig.MaximumRetryAttempts` of every function that sets it
+    (the others get AWS's default, invoke.DEFAULT_ASYNC_RETRIES)."""
+    retries = {}
+    for logical_id, resource in functions(template).items():
+        config = resource.get("Properties", {}).get("EventInvokeConfig") or {}
+        if "MaximumRetryAttempts" in config:
+            retries[local_function_name(template, logical_id)] = int(config["MaximumRetryAttempts"])
+    return retries
+
+
 def asynchronous_functions(template: dict) -> set[str]:
     """Local names of the functions a state machine of the template invokes asynchronously
     (`"InvocationType": "Event"`). moto's interpreter drops `InvocationType` from the
@@ -379,7 +514,9 @@ def _report_function_errors_as_aws_lambda_does(
     invoker."""
     import invoke
 
-    invoker = invoke.LambdaInvoker(lambda_endpoint, asynchronous, concurrency, chaos=chaos)
+    invoker = invoke.LambdaInvoker(
+        lambda_endpoint, asynchronous, concurrency, chaos=chaos, async_retries=async_retries(load_template())
+    )
     invoke.install(invoker)
     return invoker
 
@@ -627,8 +764,9 @@ def serve(args: argparse.Namespace) -> None:
     endpoint = f"http://127.0.0.1:{args.port}"
 
     lambda_endpoint = os.environ.get("AWS_ENDPOINT_URL_LAMBDA")
+    invoker = None
     if lambda_endpoint:
-        _report_function_errors_as_aws_lambda_does(
+        invoker = _report_function_errors_as_aws_lambda_does(
             lambda_endpoint.rstrip("/"),
             asynchronous_functions(load_template()),
             args.function_concurrency,
@@ -648,6 +786,8 @@ def serve(args: argparse.Namespace) -> None:
     stop = threading.Event()
     if args.run_schedules and lambda_endpoint:
         _run_schedules(lambda_endpoint.rstrip("/"), schedules(load_template()), stop)
+    if invoker is not None:
+        _run_execution_status_rules(endpoint, invoker, args.prefix, execution_status_rules(load_template()), stop)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()

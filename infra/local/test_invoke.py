@@ -154,6 +154,19 @@ class InvokerTest(unittest.TestCase):
         self.assertEqual(self.watch.calls.get("worker"), 5)
         self.assertLessEqual(self.invoker.slots.peak["worker"], 2)
 
+    def test_a_failed_asynchronous_event_is_retried_as_its_function_says_then_dropped(self):
+        invoker = invoke.LambdaInvoker(self.watch.url, set(), concurrency=2, async_retries={"fail": 1})
+        self.assertEqual(invoker.invoke({"FunctionName": "fail", "InvocationType": "Event"})["StatusCode"], 202)
+        self.assertEqual(invoker.invoke({"FunctionName": "fast", "InvocationType": "Event"})["StatusCode"], 202)
+        deadline = time.monotonic() + invoke.ASYNC_RETRY_DELAYS[0] + 3
+        while self.watch.calls.get("fail", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(max(invoke.ASYNC_RETRY_DELAYS) + 0.5)  # a further retry would be in by now
+        self.assertEqual(self.watch.calls.get("fail"), 2, "delivered once, retried once, then dropped")
+        self.assertEqual(self.watch.calls.get("fast"), 1, "an event that succeeded is not sent again")
+        self.assertEqual(invoker.queued("fail"), 0)
+        self.assertEqual(invoke.DEFAULT_ASYNC_RETRIES, 2, "AWS's default for a function that sets none")
+
     def test_a_full_asynchronous_queue_refuses_with_429(self):
         invoker = invoke.LambdaInvoker(self.watch.url, {"slow"}, concurrency=1, queue_limit=2)
         accepted = 0

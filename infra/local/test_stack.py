@@ -114,6 +114,28 @@ class TemplateTest(unittest.TestCase):
         event = json.loads(stack.scheduled_event())
         self.assertEqual((event["source"], event["detail-type"]), ("aws.events", "Scheduled Event"))
 
+    def test_a_turn_execution_that_ends_unfinished_goes_to_the_checker_and_other_rules_are_refused(self):
+        rules = stack.execution_status_rules(self.template)
+        self.assertEqual(rules, [{
+            "function": "checker",
+            "statuses": ["FAILED", "TIMED_OUT", "ABORTED"],
+            "state_machines": ["TurnStateMachine"],
+        }])
+        resources = copy.deepcopy(self.template["Resources"])
+        rule = resources["CheckerFunction"]["Properties"]["Events"]["RunEndedUnfinished"]["Properties"]
+        rule["Pattern"]["source"] = ["aws.s3"]
+        with self.assertRaises(SystemExit):
+            stack.execution_status_rules({**self.template, "Resources": resources})
+        described = {
+            "executionArn": "arn:aws:states:us-east-1:123456789012:execution:m:r", "name": "r",
+            "status": "ABORTED", "input": '{"sessionId":"s","runId":"r"}', "startDate": None,
+        }
+        event = json.loads(stack.execution_status_event(described, "arn:m"))
+        self.assertEqual(event["detail-type"], "Step Functions Execution Status Change")
+        self.assertEqual(event["source"], "aws.states")
+        self.assertEqual(event["detail"]["status"], "ABORTED")
+        self.assertEqual(json.loads(event["detail"]["input"]), {"sessionId": "s", "runId": "r"})
+
     def test_the_purge_queue_index_keys_tombstones_by_their_mark(self):
         table = self.template["Resources"]["SessionsTable"]["Properties"]
         [index] = [i for i in table["GlobalSecondaryIndexes"] if i["IndexName"] == "purge_queue"]

@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::config::AgentConfig;
 use crate::purge::{SWEEP_BUDGET, SWEEP_GRACE, SWEEP_MARGIN, SweepReport, SweepRequest};
 use crate::telemetry;
-use crate::turn::{Checker, CheckerRequest};
+use crate::turn::{Checker, CheckerEvent};
 
 /// Serves `handler` on the Lambda runtime with one [`App`] built for the container; every
 /// request goes through [`observe`].
@@ -86,7 +86,7 @@ pub async fn serve_checker() -> Result<(), lambda_runtime::Error> {
         workflow.fault_injection,
     )));
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<CheckerRequest>| checker.handle(event.payload),
+        move |event: lambda_runtime::LambdaEvent<CheckerEvent>| checker.handle_event(event.payload),
     ))
     .await
 }

@@ -17,6 +17,14 @@
 //!
 //! A `fail` (the state machine's `Catch` path) writes an `error` event and frees the session,
 //! unless it was cancelled meanwhile (then `status_terminated`, as above).
+//!
+//! An execution can also end without reaching its own last step: `RecordFailure` itself
+//! failed on every retry, the execution timed out, or someone stopped it. Step Functions then
+//! reports the execution's status to EventBridge, and the rule in template.yaml
+//! (`RunEndedUnfinished`) invokes the checker with that event ([`ExecutionEnded`]): it takes
+//! the `fail` path for that run, so a dead run's queued messages are named and a cancelled
+//! session gets its `status_terminated` at once, not at the next request. For a run that
+//! recorded its own end, the session no longer names the run and nothing is written.
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -161,6 +169,58 @@ pub enum CheckerRequest {
     },
 }
 
+/// What invokes the checker: a step of the turn state machine, or EventBridge reporting that
+/// a turn execution ended FAILED, TIMED_OUT or ABORTED.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum CheckerEvent {
+    /// A step of the state machine (`Poll`, `RecordFailure`).
+    Step(CheckerRequest),
+    /// EventBridge's "Step Functions Execution Status Change" event.
+    ExecutionEnded(ExecutionEnded),
+}
+
+/// EventBridge's "Step Functions Execution Status Change" event, as much of it as the checker
+/// reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExecutionEnded {
+    /// `Step Functions Execution Status Change`.
+    #[serde(rename = "detail-type")]
+    pub detail_type: String,
+    /// The execution and its status.
+    pub detail: ExecutionDetail,
+}
+
+/// The `detail` of an [`ExecutionEnded`] event.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ExecutionDetail {
+    /// `FAILED`, `TIMED_OUT`, `ABORTED` (the rule sends only these), or another status.
+    pub status: String,
+    /// The execution's input as a JSON string: `{"sessionId", "runId"}` for a turn run.
+    #[serde(default)]
+    pub input: Option<String>,
+}
+
+impl ExecutionEnded {
+    /// The `fail` request this event stands for, when it reports a turn run that ended without
+    /// its own last step; `None` for any other event (another status, an input that names no
+    /// run).
+    pub fn as_failure(&self) -> Option<CheckerRequest> {
+        let error = match self.detail.status.as_str() {
+            "FAILED" => "Knoq.RunFailed",
+            "TIMED_OUT" => "Knoq.RunTimedOut",
+            "ABORTED" => "Knoq.RunAborted",
+            _ => return None,
+        };
+        let input: serde_json::Value = serde_json::from_str(self.detail.input.as_deref()?).ok()?;
+        Some(CheckerRequest::Fail {
+            session_id: input["sessionId"].as_str()?.to_owned(),
+            run_id: input["runId"].as_str()?.to_owned(),
+            error: Some(error.to_owned()),
+        })
+    }
+}
+
 /// Logs a request without its task token: a token lets whoever holds it steer the run.
 impl std::fmt::Debug for CheckerRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,6 +346,22 @@ impl Checker {
         fault_injection: bool,
     ) -> Self {
         Self { sessions, workflow, worker_start_grace, fault_injection }
+    }
+
+    /// Handles whatever invoked the checker: a state machine step, or an execution's end as
+    /// EventBridge reports it (the `fail` path for that run; an event that names no turn run
+    /// is logged and answered as nothing to do).
+    pub async fn handle_event(&self, event: CheckerEvent) -> Result<CheckerResponse, CheckerError> {
+        match event {
+            CheckerEvent::Step(request) => self.handle(request).await,
+            CheckerEvent::ExecutionEnded(ended) => match ended.as_failure() {
+                Some(request) => self.handle(request).await,
+                None => {
+                    tracing::info!(?ended, "an execution's end that names no turn run");
+                    Ok(CheckerResponse::go_on())
+                }
+            },
+        }
     }
 
     /// Handles one request from the state machine.
@@ -624,6 +700,42 @@ mod tests {
             matches!(fail, CheckerRequest::Fail { error: Some(e), .. } if e == "Knoq.InjectedFault")
         );
         assert!(serde_json::from_str::<CheckerRequest>(r#"{"action":"dance"}"#).is_err());
+    }
+
+    #[test]
+    fn an_execution_that_ended_unfinished_is_the_fail_path_of_its_run() {
+        let event = |status: &str, input: &str| -> CheckerEvent {
+            serde_json::from_value(json!({
+                "version": "0",
+                "detail-type": "Step Functions Execution Status Change",
+                "source": "aws.states",
+                "detail": { "executionArn": "arn", "name": "r", "status": status, "input": input },
+            }))
+            .unwrap()
+        };
+        let input = r#"{"sessionId":"s","runId":"r"}"#;
+        for (status, error) in [
+            ("FAILED", "Knoq.RunFailed"),
+            ("TIMED_OUT", "Knoq.RunTimedOut"),
+            ("ABORTED", "Knoq.RunAborted"),
+        ] {
+            let CheckerEvent::ExecutionEnded(ended) = event(status, input) else {
+                panic!("{status}: read as a step");
+            };
+            let expected = CheckerRequest::Fail {
+                session_id: "s".into(),
+                run_id: "r".into(),
+                error: Some(error.into()),
+            };
+            assert_eq!(ended.as_failure(), Some(expected), "{status}");
+        }
+        let CheckerEvent::ExecutionEnded(succeeded) = event("SUCCEEDED", input) else { panic!() };
+        assert_eq!(succeeded.as_failure(), None, "a run that ended itself needs nothing");
+        let CheckerEvent::ExecutionEnded(other) = event("FAILED", "{}") else { panic!() };
+        assert_eq!(other.as_failure(), None, "an input that names no run");
+        let step: CheckerEvent =
+            serde_json::from_str(r#"{"action":"poll","sessionId":"s","runId":"r"}"#).unwrap();
+        assert!(matches!(step, CheckerEvent::Step(CheckerRequest::Poll { .. })));
     }
 
     #[test]

@@ -469,6 +469,15 @@ pub async fn execution_status(run_id: &str) -> String {
     output.status().as_str().to_string()
 }
 
+/// Stops the turn workflow's execution for `run_id` from outside (`StopExecution`), as an
+/// operator or a failed deployment would: it ends `ABORTED`, without its own last step.
+pub async fn stop_execution(run_id: &str) {
+    let machine = config().workflow.state_machine_arn.expect("TURN_STATE_MACHINE_ARN is set");
+    let execution = format!("{}:{run_id}", machine.replacen(":stateMachine:", ":execution:", 1));
+    let sfn = aws_sdk_sfn::Client::new(&knoq_shared::app::load_sdk_config().await);
+    sfn.stop_execution().execution_arn(execution).send().await.expect("stop the execution");
+}
+
 /// Waits until the execution for `run_id` has ended; its final status.
 pub async fn execution_end(run_id: &str, within: Duration) -> String {
     let deadline = std::time::Instant::now() + within;

@@ -45,7 +45,8 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
     app.limiter.admit(&scope, &app.config.rate_limits.cancel, now).await?;
     let body = JsonObject::from_request(request)?;
     let session_id = parse_session_id(&body)?;
-    match app.sessions.cancel(&scope, &session_id, now).await? {
+    let request_id = super::request_id(request);
+    match app.sessions.cancel(&scope, &session_id, &request_id, now).await? {
         CancelOutcome::Cancelled { run_is_live, poll_token } => {
             tracing::info!(session_id = %session_id, run_is_live, "session cancelled");
             telemetry::emit(ROUTE, &[("Cancels", 1.0, Unit::Count)]);

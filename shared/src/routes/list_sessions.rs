@@ -6,7 +6,7 @@
 //! (`updatedAt` moves whenever an event is written), from a query of the `by_owner` index
 //! checked against the table (see `SessionStore::list_owned`).
 //! Each summary: `id, title, status (running | idle | terminated), createdAt, updatedAt`,
-//! and `cancelledAt` when set. A GET changes nothing: no Origin needed.
+//! and `cancelledAt` with `cancelledBy` (the user whose cancel stamped it) when set. A GET changes nothing: no Origin needed.
 
 use lambda_http::{Body, Request, Response};
 use serde_json::{Value, json};
@@ -41,6 +41,9 @@ async fn list(app: &App, request: &Request) -> Result<Value, ApiError> {
                 "createdAt": session.created_at,
                 "updatedAt": session.updated_at,
             });
+            if let Some(cancelled_by) = &session.cancelled_by {
+                summary["cancelledBy"] = json!(cancelled_by);
+            }
             if let Some(cancelled_at) = session.cancelled_at {
                 summary["cancelledAt"] = json!(cancelled_at);
             }

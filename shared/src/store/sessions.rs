@@ -156,6 +156,12 @@ pub struct SessionRecord {
     pub active_run: Option<ActiveRun>,
     /// When the session was cancelled, if it was.
     pub cancelled_at: Option<String>,
+    /// Who cancelled it: the caller's user id, written with the stamp.
+    pub cancelled_by: Option<String>,
+    /// The request that cancelled it (its Lambda request id), written with the stamp: tells
+    /// which of several clients' cancels was the first, and lets a resent write recognise
+    /// its own stamp.
+    pub cancel_request_id: Option<String>,
     /// When `status_terminated` was written, if it was.
     pub terminated_at: Option<String>,
     /// User messages queued for the active run's next turn.
@@ -209,6 +215,8 @@ impl SessionRecord {
             last_event_id: EventId::from_stored(require_s(item, "last_event_id")?),
             active_run,
             cancelled_at: get_s(item, "cancelled_at").map(str::to_owned),
+            cancelled_by: get_s(item, "cancelled_by").map(str::to_owned),
+            cancel_request_id: get_s(item, "cancel_request_id").map(str::to_owned),
             terminated_at: get_s(item, "terminated_at").map(str::to_owned),
             turn_seq: get_i64(item, "turn_seq").unwrap_or(0).max(0) as u64,
             queued_messages: get_i64(item, "queued_messages")
@@ -600,23 +608,28 @@ impl SessionStore {
     /// `cancel_saw_run_until`, a new attribute, so it comes back with the other updated ones
     /// (`UPDATED_NEW`; an emulator that returns only changed attributes returns it too). A run
     /// is live when that expiry is still ahead.
+    ///
+    /// The stamp names its caller and `request_id` (`cancelled_by`, `cancel_request_id`).
+    /// When the condition fails on a stamp that names this very request, an earlier attempt
+    /// of this write committed and its answer was lost: this is the first cancel after all.
+    /// The request id, not the timestamp, decides: two clients' cancels in the same
+    /// millisecond carry the same timestamp.
     pub async fn cancel(
         &self,
         scope: &UserScope,
         id: &SessionId,
+        request_id: &str,
         now: Instant,
     ) -> Result<CancelOutcome, StoreError> {
         let at = now.rfc3339();
-        let attempts = Attempts::default();
         let result = retry_conflicts(|| {
-            attempts.reset();
             self.client
                 .update_item()
                 .table_name(&self.sessions_table)
                 .key("id", s(id.as_string()))
                 .update_expression(
-                    "SET cancelled_at = :now, updated_at = :now, \
-                     cancel_saw_run_until = if_not_exists(run_expires_at, :no_run), \
+                    "SET cancelled_at = :now, updated_at = :now, cancelled_by = :user, \
+                     cancel_request_id = :request, cancel_saw_run_until = if_not_exists(run_expires_at, :no_run), \
                      cancel_saw_poll_token = if_not_exists(poll_token, :no_token)",
                 )
                 .condition_expression(
@@ -626,14 +639,13 @@ impl SessionStore {
                 .expression_attribute_values(":now", s(&at))
                 .expression_attribute_values(":no_run", n(0))
                 .expression_attribute_values(":no_token", s(""))
+                .expression_attribute_values(":request", s(request_id))
                 .expression_attribute_values(":user", s(scope.user_id()))
                 .expression_attribute_values(":org", s(scope.org_id()))
                 .return_values(ReturnValue::UpdatedNew)
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
-                .customize()
-                .interceptor(attempts.clone())
                 .send()
         })
         .await;
@@ -653,8 +665,7 @@ impl SessionStore {
             }
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    let own_stamp = attempts.retried().then_some(at.as_str());
-                    classify_failed_cancel(scope, failed.item(), own_stamp, now)
+                    classify_failed_cancel(scope, failed.item(), request_id, now)
                 }
                 _ => Err(StoreError::sdk("UpdateItem", error)),
             },
@@ -662,15 +673,23 @@ impl SessionStore {
     }
 
     /// Writes the session's one `status_terminated` event, if the session is cancelled and
-    /// no one has written it yet; ends any active run with it.
+    /// no one has written it yet; ends any active run with it. Its payload names the reason
+    /// and, from the stamp, who cancelled (`cancelledBy`) and with which request
+    /// (`cancelRequestId`).
     pub async fn terminate(
         &self,
         session: &SessionRecord,
         reason: &str,
         now: Instant,
     ) -> Result<Termination, StoreError> {
-        let event =
-            NewEvent::new(EventType::StatusTerminated, serde_json::json!({ "reason": reason }));
+        let mut payload = serde_json::json!({ "reason": reason });
+        if let Some(by) = &session.cancelled_by {
+            payload["cancelledBy"] = by.as_str().into();
+        }
+        if let Some(request) = &session.cancel_request_id {
+            payload["cancelRequestId"] = request.as_str().into();
+        }
+        let event = NewEvent::new(EventType::StatusTerminated, payload);
         let mut session = session.clone();
         for _ in 0..APPEND_ATTEMPTS {
             if session.terminated_at.is_some() || session.deleted_at.is_some() {
@@ -1245,13 +1264,12 @@ pub(super) struct Append<'a> {
 /// Reads the old item a failed cancel condition returned: the caller's own, already
 /// cancelled session is "already cancelled"; anything else (no item, another user's or
 /// another organisation's) is "not found", so ids cannot be probed across tenants.
-/// `own_stamp` is this request's `cancelled_at` when the SDK sent it more than once: a stamp
-/// equal to it is this request's own (an earlier attempt committed, its response was lost),
-/// so this is the first cancel after all.
+/// A stamp that names `request_id` is this request's own (an earlier attempt committed, its
+/// response was lost), so this is the first cancel after all.
 fn classify_failed_cancel(
     scope: &UserScope,
     old: Option<&Item>,
-    own_stamp: Option<&str>,
+    request_id: &str,
     now: Instant,
 ) -> Result<CancelOutcome, StoreError> {
     let Some(old) = old else {
@@ -1261,7 +1279,7 @@ fn classify_failed_cancel(
         && get_s(old, "org_id") == Some(scope.org_id());
     let deleted = get_s(old, "deleted_at").is_some();
     match get_s(old, "cancelled_at") {
-        Some(stamp) if owned && !deleted && own_stamp == Some(stamp) => {
+        Some(_) if owned && !deleted && get_s(old, "cancel_request_id") == Some(request_id) => {
             let run_until = get_i64(old, "cancel_saw_run_until").unwrap_or(0);
             let poll_token = get_s(old, "cancel_saw_poll_token")
                 .filter(|token| !token.is_empty())
@@ -1283,31 +1301,38 @@ mod tests {
         UserScope::from_auth_record("u1".into(), "o1".into())
     }
 
+    /// A stored session of `user` in `org`, cancelled by request `REQUEST` at `cancelled_at`.
     fn item(user: &str, org: &str, cancelled_at: Option<&str>) -> Item {
         let mut item = stored_session(None);
         item.insert("user_id".into(), s(user));
         item.insert("org_id".into(), s(org));
         if let Some(at) = cancelled_at {
             item.insert("cancelled_at".into(), s(at));
+            item.insert("cancelled_by".into(), s(user));
+            item.insert("cancel_request_id".into(), s(REQUEST));
         }
         item
     }
+
+    const REQUEST: &str = "req-1";
 
     #[test]
     fn own_cancelled_session_is_already_cancelled() {
         let old = item("u1", "o1", Some("2026-01-01T00:00:00.000Z"));
         let Ok(CancelOutcome::AlreadyCancelled(session)) =
-            classify_failed_cancel(&scope(), Some(&old), None, now())
+            classify_failed_cancel(&scope(), Some(&old), "req-2", now())
         else {
             panic!("expected already cancelled");
         };
         assert_eq!(session.cancelled_at.as_deref(), Some("2026-01-01T00:00:00.000Z"));
+        assert_eq!(session.cancelled_by.as_deref(), Some("u1"));
+        assert_eq!(session.cancel_request_id.as_deref(), Some(REQUEST));
     }
 
     #[test]
     fn missing_or_foreign_sessions_are_not_found() {
         let at = Some("2026-01-01T00:00:00.000Z");
-        let mine = Some("2026-01-01T00:00:00.000Z");
+        let mine = REQUEST;
         let none = classify_failed_cancel(&scope(), None, mine, now()).unwrap();
         assert_eq!(none, CancelOutcome::NotFound);
         for old in [item("u2", "o1", at), item("u1", "o2", at), item("u2", "o1", None)] {
@@ -1321,17 +1346,26 @@ mod tests {
         let at = "2026-01-01T00:00:00.000Z";
         let mut old = item("u1", "o1", Some(at));
         old.insert("cancel_saw_run_until".into(), n(now().epoch_millis() + 1_000));
-        let outcome = classify_failed_cancel(&scope(), Some(&old), Some(at), now()).unwrap();
+        let outcome = classify_failed_cancel(&scope(), Some(&old), REQUEST, now()).unwrap();
         assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: true, poll_token: None });
         old.insert("cancel_saw_run_until".into(), n(0));
-        let outcome = classify_failed_cancel(&scope(), Some(&old), Some(at), now()).unwrap();
+        let outcome = classify_failed_cancel(&scope(), Some(&old), REQUEST, now()).unwrap();
         assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: false, poll_token: None });
-        let other = Some("2026-01-01T00:00:00.001Z");
-        let outcome = classify_failed_cancel(&scope(), Some(&old), other, now()).unwrap();
-        assert!(matches!(outcome, CancelOutcome::AlreadyCancelled(_)), "another stamp");
         let foreign = item("u2", "o1", Some(at));
-        let outcome = classify_failed_cancel(&scope(), Some(&foreign), Some(at), now()).unwrap();
+        let outcome = classify_failed_cancel(&scope(), Some(&foreign), REQUEST, now()).unwrap();
         assert_eq!(outcome, CancelOutcome::NotFound, "another tenant's stamp is never ours");
+    }
+
+    /// Chaos seed 684395140: two clients' cancels stamped in the same millisecond; the one the
+    /// SDK resent (its first attempt throttled) found the other's stamp, equal to its own
+    /// timestamp, and answered as the first cancel too.
+    #[test]
+    fn a_resent_cancel_that_finds_another_requests_stamp_of_the_same_millisecond_is_already_cancelled()
+     {
+        let at = "2026-01-01T00:00:00.000Z";
+        let old = item("u1", "o1", Some(at));
+        let outcome = classify_failed_cancel(&scope(), Some(&old), "req-2", now()).unwrap();
+        assert!(matches!(outcome, CancelOutcome::AlreadyCancelled(_)), "{outcome:?}");
     }
 
     fn now() -> Instant {
