@@ -421,6 +421,23 @@ def function_environment(
     return resolved
 
 
+def _cache_what_moto_recomputes() -> None:
+    """moto's Step Functions interpreter builds a new JSONPath parser (a yacc table) for every
+    path it evaluates, and its server lists moto's package directory on every request: under a
+    60-session chaos run that was a fifth of the emulator's CPU (py-spy, 2026-12-02). Both
+    results never change for a given input, so they are kept; nothing moto answers changes."""
+    import functools
+
+    import moto.backends
+    from moto.stepfunctions.parser.asl.component.common.path import result_path
+    from moto.stepfunctions.parser.asl.utils import json_path
+
+    json_path.parse = functools.lru_cache(maxsize=4096)(json_path.parse)
+    result_path.parse = functools.lru_cache(maxsize=4096)(result_path.parse)
+    modules = tuple(moto.backends.list_of_moto_modules())
+    moto.backends.list_of_moto_modules = lambda: modules
+
+
 def _serialise_dynamodb() -> None:
     """Real DynamoDB applies each request to an item atomically. moto's Python handlers can be
     interleaved between threads, so every DynamoDB request is run under one lock. Races in the
@@ -726,6 +743,7 @@ def serve(args: argparse.Namespace) -> None:
         chaos_mode = chaos.MODE
         chaos.install_recorder()  # below the DynamoDB lock
     _serialise_dynamodb()
+    _cache_what_moto_recomputes()
     import limits
 
     limits.install()  # AWS limits moto lets through (limits.py), in every mode

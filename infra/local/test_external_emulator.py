@@ -118,7 +118,10 @@ class PiecesTest(unittest.TestCase):
         self.assertEqual(worker["event_invoke"], {"MaximumRetryAttempts": 1, "MaximumEventAgeInSeconds": 60})
         checker = lambda_deploy.function_settings(self.template, "CheckerFunction")
         self.assertEqual(checker["settings"]["Timeout"], 10, "Globals' timeout")
-        self.assertIsNone(checker["event_invoke"])
+        self.assertEqual(checker["event_invoke"], {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600},
+                         "the EventBridge rule's invokes, retried as AWS's default would")
+        sweeper = lambda_deploy.function_settings(self.template, "PurgeSweeperFunction")
+        self.assertIsNone(sweeper["event_invoke"], "a function that sets none")
 
     def test_a_deployed_function_gets_its_own_environment_only(self):
         parameters = {**stack.LOCAL_PARAMETERS, **stack.provider_parameters("arn:s", PROVIDER)}

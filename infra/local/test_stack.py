@@ -245,6 +245,20 @@ class StateMachineTest(unittest.TestCase):
                 if target is not None:
                     self.assertIn(target, states, f"{name} goes to a state that exists")
 
+    def test_every_invoke_rides_out_a_minute_of_throttling_before_its_run_gives_up(self):
+        # Chaos seed 102 (60 sessions): polls throttled past 4 attempts (7 s) failed their runs,
+        # cutting answers the model had given in full.
+        for name, state in self.task_states().items():
+            [throttled] = [r for r in state["Retry"] if "Lambda.TooManyRequestsException" in r["ErrorEquals"]]
+            self.assertEqual(throttled["ErrorEquals"], ["Lambda.TooManyRequestsException"], name)
+            self.assertEqual(throttled["JitterStrategy"], "FULL", f"{name}: runs throttled together retry apart")
+            patience, delay = 0, throttled["IntervalSeconds"]
+            for _ in range(throttled["MaxAttempts"]):
+                patience += min(delay, throttled["MaxDelaySeconds"])
+                delay *= throttled["BackoffRate"]
+            self.assertGreaterEqual(patience, 60, f"{name}: at most {patience} s of throttling")
+            self.assertIs(state["Retry"][0], throttled, f"{name}: matched first")
+
     def test_local_definition_substitutes_the_local_function_name(self):
         local = json.loads(stack.state_machine_definition(self.template, "TurnStateMachine"))
         names = {name: state["Parameters"]["FunctionName"] for name, state in self.task_states(local).items()}
