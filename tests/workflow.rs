@@ -95,7 +95,7 @@ async fn a_cancel_mid_turn_ends_the_run_within_one_poll_interval_keeping_the_tra
 
 /// The wake-up is a shortcut, not the guarantee: with the cancel's `SendTaskSuccess` never
 /// made, or refused, the run's poll step times out at the end of its interval, polls, and
-/// ends the run all the same.
+/// ends the run all the same, at that first poll.
 #[tokio::test]
 async fn a_cancel_whose_wake_up_fails_still_ends_the_run_at_the_next_poll() {
     let client = ApiClient::for_new_caller().await;
@@ -110,16 +110,20 @@ async fn a_cancel_whose_wake_up_fails_still_ends_the_run_at_the_next_poll() {
         let header = knoq_shared::routes::cancel::WAKE_UP_FAULT_HEADER;
         let (status, _, answer) = client.post_with("cancel", body, &[(header, fault)]).await;
         assert_eq!((status.as_u16(), answer), (200, json!({ "ok": true })), "{fault}");
-        let answered = Mono::now();
+        let answered = std::time::SystemTime::now();
         let ended = client
-            .transcript_until(&id, FAST, poll_interval() + Duration::from_secs(10), |t| {
+            .transcript_until(&id, FAST, poll_interval() * 2 + Duration::from_secs(10), |t| {
                 count_of(t, "status_terminated") > 0
             })
             .await;
-        let waited = answered.elapsed();
-        assert!(waited <= poll_interval() + MARGIN, "{fault}: status_terminated took {waited:?}");
         assert_ends_terminated_once(&ended);
         assert_eq!(execution_end(&run_id, Duration::from_secs(10)).await, "SUCCEEDED");
+        // Without the wake-up, the poll step waiting at the cancel times out at the end of its
+        // interval, and the one poll after it ends the run: no second cycle. Counted in the
+        // execution's history rather than timed, so a loaded machine cannot fail it (CI of
+        // 2c6e658: 3.0 s against a 2.5 s bound, with the run ending at its first poll).
+        let polls = poll_steps_entered_since(&run_id, answered).await;
+        assert!(polls <= 1, "{fault}: Poll entered {polls} times after the cancel's answer");
     }
 }
 

@@ -478,6 +478,24 @@ pub async fn stop_execution(run_id: &str) {
     sfn.stop_execution().execution_arn(execution).send().await.expect("stop the execution");
 }
 
+/// How many times the execution for `run_id` entered its `Poll` state at or after `since`,
+/// read from its Step Functions history. "Within one poll interval" of a cancel means the
+/// first poll cycle after it ends the run: at most one `Poll` entered after the cancel,
+/// however slow a loaded machine makes that cycle.
+pub async fn poll_steps_entered_since(run_id: &str, since: std::time::SystemTime) -> usize {
+    let machine = config().workflow.state_machine_arn.expect("TURN_STATE_MACHINE_ARN is set");
+    let execution = format!("{}:{run_id}", machine.replacen(":stateMachine:", ":execution:", 1));
+    let sfn = aws_sdk_sfn::Client::new(&knoq_shared::app::load_sdk_config().await);
+    let since = aws_sdk_sfn::primitives::DateTime::from(since);
+    let pages = sfn.get_execution_history().execution_arn(execution).into_paginator().items();
+    let events: Vec<_> = pages.send().collect::<Result<_, _>>().await.expect("execution history");
+    let entered_poll = |event: &&aws_sdk_sfn::types::HistoryEvent| {
+        let details = event.state_entered_event_details();
+        details.is_some_and(|d| d.name() == "Poll") && event.timestamp() >= &since
+    };
+    events.iter().filter(entered_poll).count()
+}
+
 /// Waits until the execution for `run_id` has ended; its final status.
 pub async fn execution_end(run_id: &str, within: Duration) -> String {
     let deadline = std::time::Instant::now() + within;
