@@ -553,6 +553,41 @@ async fn a_worker_write_that_meets_a_transaction_on_the_session_does_not_end_the
     assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
 }
 
+/// Issue 15, chaos seed 304: one append of the worker held by the store for longer than the
+/// worker's whole lease. The worker renews its lease beside the slow write, stretched by how
+/// long the write has waited, so the checker never takes it for dead: the turn ends idle, its
+/// answer whole in the transcript, from one model call. (Before: `worker_lost` at the end of
+/// the lease, the message named unanswered and the answer cut.)
+#[tokio::test]
+async fn a_worker_write_slower_than_its_lease_keeps_the_turn_and_its_whole_answer() {
+    let client = ApiClient::for_new_caller().await;
+    let tag = unique("slowstore");
+    let text = format!("Stream for a while [[emu tag={tag} notool=1 words=40 delay_ms=50]]");
+    let (id, run) = client.create(&text).await;
+    let poll = Duration::from_secs(config().workflow.poll_interval_secs);
+    let held = knoq_shared::agent::lease::base_lease(poll) + Duration::from_secs(5);
+    let slow = Fault::slow("TransactWriteItems", "SessionsTable", held)
+        .containing(&id)
+        .containing("turn_step = :step")
+        .times(1)
+        .plant()
+        .await;
+    let done = client
+        .transcript_until(&id, Duration::from_millis(250), held + Duration::from_secs(40), |t| {
+            count_of(t, "status_idle") + count_of(t, "error") > 0
+        })
+        .await;
+    assert_eq!(slow.hits().await, 1, "one of the worker's appends was held {held:?}");
+    slow.clear().await;
+    let types = event_types(&done);
+    assert_eq!(count_of(&done, "error"), 0, "no worker_lost: {types:?}: {done}");
+    assert_eq!(types.last().map(String::as_str), Some("status_idle"));
+    let calls = provider_calls(&tag).await;
+    assert_eq!(calls.len(), 1, "one model call");
+    assert_eq!(agent_texts(&done).concat(), calls[0]["textSent"].as_str().unwrap());
+    assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
+}
+
 /// Issue 15, defect 6: the claim commits and its answer is lost; the SDK sends it again and
 /// the copy is refused by the claim's own effect. The worker still plays the turn.
 #[tokio::test]

@@ -29,12 +29,16 @@ Errors, as DynamoDB sends them (JSON 1.0 protocol: a status and a `__type`):
 - `CommittedResponseLost`: the request is applied, then answered with a 500 as if the
   response had been lost on the way, so the SDK sends a write that already committed again.
   (A request that fails by itself, its condition false say, gets its real answer.)
+- `SlowResponse` with `delayMs` (1 to 120000): the request is held that long, then served
+  normally, as a DynamoDB under strain or a slow network path answers late: how a test
+  makes one write outlast a worker's lease.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from typing import Any, Callable
 from urllib.parse import parse_qs
@@ -66,8 +70,11 @@ _ERRORS: dict[str, tuple[int, str, str]] = {
     ),
 }
 COMMITTED_RESPONSE_LOST = "CommittedResponseLost"
+SLOW_RESPONSE = "SlowResponse"
 #: Every error a fault may name.
-ERRORS = (*_ERRORS, COMMITTED_RESPONSE_LOST)
+ERRORS = (*_ERRORS, COMMITTED_RESPONSE_LOST, SLOW_RESPONSE)
+#: The longest a `SlowResponse` may hold a request, in milliseconds.
+MAX_DELAY_MS = 120_000
 
 _lock = threading.Lock()
 _faults: dict[str, dict[str, Any]] = {}
@@ -99,8 +106,14 @@ def plant(spec: dict[str, Any]) -> str:
     after = spec.get("after", 0)
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         raise ValueError("after must be a non-negative integer")
+    delay_ms = spec.get("delayMs")
+    if fault["error"] == SLOW_RESPONSE:
+        if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or not 1 <= delay_ms <= MAX_DELAY_MS:
+            raise ValueError(f"delayMs must be an integer from 1 to {MAX_DELAY_MS} for {SLOW_RESPONSE}")
+    elif delay_ms is not None:
+        raise ValueError(f"delayMs is for {SLOW_RESPONSE} only")
     fault.update(contains=contains, remaining=count, hits=0, passed=0, after=after,
-                 id=str(uuid.uuid4()))
+                 delay_ms=delay_ms, id=str(uuid.uuid4()))
     with _lock:
         _faults[fault["id"]] = fault
     return fault["id"]
@@ -206,6 +219,9 @@ def _wrap_dynamodb(original: Callable) -> Callable:
         if taken is None:
             return original(self)
         fault, index = taken
+        if fault["error"] == SLOW_RESPONSE:
+            time.sleep(fault["delay_ms"] / 1000)  # this request's thread only
+            return original(self)
         items = len(json.loads(raw_body or "{}").get("TransactItems", []))
         if fault["error"] == COMMITTED_RESPONSE_LOST:
             answer = original(self)

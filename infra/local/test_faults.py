@@ -5,6 +5,7 @@ Run by `make test` (python -m unittest discover -s infra/local).
 """
 
 import json
+import time
 import unittest
 
 import faults
@@ -26,6 +27,10 @@ class FaultsTest(unittest.TestCase):
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "contains": ["a", ""]}, "contains"),
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "after": -1}, "after"),
             ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "after": "2"}, "after"),
+            ({"operation": "PutItem", "table": "T", "error": "SlowResponse"}, "delayMs"),
+            ({"operation": "PutItem", "table": "T", "error": "SlowResponse", "delayMs": 0}, "delayMs"),
+            ({"operation": "PutItem", "table": "T", "error": "SlowResponse", "delayMs": 120_001}, "delayMs"),
+            ({"operation": "PutItem", "table": "T", "error": "ThrottlingException", "delayMs": 5}, "delayMs"),
         ]:
             with self.assertRaisesRegex(ValueError, message):
                 faults.plant(spec)
@@ -89,6 +94,24 @@ class FaultsTest(unittest.TestCase):
         self.assertTrue(answer["__type"].endswith("#TransactionCanceledException"))
         self.assertEqual([r["Code"] for r in answer["CancellationReasons"]], ["None", "TransactionConflict"])
         self.assertEqual(headers["Content-Type"], "application/x-amz-json-1.0")
+
+    def test_a_slow_response_holds_the_request_then_serves_it(self):
+        faults.plant({"operation": "GetItem", "table": "T", "error": "SlowResponse",
+                      "delayMs": 150, "count": 1})
+
+        class Handler:  # what `_wrap_dynamodb` reads of moto's handler
+            raw_body = json.dumps({"TableName": "p-T"}).encode()
+            headers = {"X-Amz-Target": "DynamoDB_20120810.GetItem"}
+
+        served = []
+        call = faults._wrap_dynamodb(lambda handler: served.append(1) or (200, {}, "{}"))
+        started = time.monotonic()
+        self.assertEqual(call(Handler()), (200, {}, "{}"))
+        self.assertGreaterEqual(time.monotonic() - started, 0.15)
+        started = time.monotonic()
+        self.assertEqual(call(Handler()), (200, {}, "{}"), "spent after one")
+        self.assertLess(time.monotonic() - started, 0.1)
+        self.assertEqual(served, [1, 1], "both served by the emulator itself")
 
     def test_errors_have_dynamodbs_status_and_type(self):
         for error, status in [("TransactionConflictException", 400), ("ThrottlingException", 400),

@@ -171,7 +171,7 @@ pub async fn serve_worker() -> Result<(), lambda_runtime::Error> {
     let settings = WorkerSettings {
         max_steps: agent.max_steps,
         heartbeat: poll / 2,
-        lease: std::time::Duration::from_secs(15).max(poll * 5),
+        lease: crate::agent::lease::base_lease(poll),
         fault_injection: app.config.workflow.fault_injection,
     };
     let tools =

@@ -583,6 +583,7 @@ pub struct Fault {
     count: Option<u32>,
     contains: Vec<String>,
     after: u32,
+    delay_ms: Option<u64>,
 }
 
 impl Fault {
@@ -598,7 +599,16 @@ impl Fault {
             count: None,
             contains: Vec::new(),
             after: 0,
+            delay_ms: None,
         }
+    }
+
+    /// Every `operation` request on `table` held for `delay` before it is served normally
+    /// (a store under strain answering late), until cleared.
+    pub fn slow(operation: &str, table: &str, delay: Duration) -> Self {
+        let mut fault = Self::new(operation, table, "SlowResponse");
+        fault.delay_ms = Some(delay.as_millis() as u64);
+        fault
     }
 
     /// Only once `count` matching requests have been served normally.
@@ -629,6 +639,7 @@ impl Fault {
             "count": self.count,
             "contains": (!self.contains.is_empty()).then_some(&self.contains),
             "after": self.after,
+            "delayMs": self.delay_ms,
         });
         let response = reqwest::Client::new()
             .post(faults_url())

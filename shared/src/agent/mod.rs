@@ -15,6 +15,7 @@
 //! (the lease ran out).
 
 pub mod history;
+pub mod lease;
 pub mod provider;
 pub mod runtime;
 pub mod sse;

@@ -17,15 +17,20 @@
 //! lease every heartbeat. The renewal is refused once the session is cancelled, deleted or the
 //! run ended: the worker then drops what it was waiting on, which closes the provider
 //! connection at once, also while the model is silent. Every event it writes is guarded the
-//! same way, so nothing the model sends after a cancel reaches the transcript.
+//! same way, so nothing the model sends after a cancel reaches the transcript. While one of its
+//! own store calls is slow, renewals go beside it, and the lease is sized to the store's pace
+//! ([`super::lease`]), so a slow store never makes a live worker look dead.
 
 use std::future::Future;
 use std::time::Duration;
+
+use futures_util::future::OptionFuture;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::history::{self, HISTORY_CHAR_BUDGET};
+use super::lease::LeaseClock;
 use super::provider::{
     Assembler, ContentBlock, Message, ModelStream, Output, Provider, ProviderError, Role, ToolSpec,
     Usage,
@@ -87,7 +92,8 @@ pub struct WorkerSettings {
     pub max_steps: u32,
     /// How often the lease is renewed while the worker waits: also how soon it sees a cancel.
     pub heartbeat: Duration,
-    /// How long a renewal holds: past this without one, the checker takes the worker for dead.
+    /// How long a renewal holds while the store answers promptly (stretched while it is slow,
+    /// [`LeaseClock`]): past this without one, the checker takes the worker for dead.
     pub lease: Duration,
     /// Whether tests may plant faults ([`HANG_FAULT_MARKER`]).
     pub fault_injection: bool,
@@ -158,6 +164,7 @@ pub struct Worker {
     provider: Provider,
     tools: Tools,
     settings: WorkerSettings,
+    lease: LeaseClock,
 }
 
 /// One invocation's moving parts.
@@ -179,12 +186,56 @@ impl Worker {
         tools: Tools,
         settings: WorkerSettings,
     ) -> Self {
-        Self { sessions, events, provider, tools, settings }
+        let lease = LeaseClock::new(settings.lease);
+        Self { sessions, events, provider, tools, settings, lease }
     }
 
     fn lease_until(&self) -> Instant {
-        let now = Instant::now().epoch_millis();
-        Instant::from_epoch_millis(now + self.settings.lease.as_millis() as i64)
+        self.lease.until(Duration::ZERO)
+    }
+
+    /// Waits for `work`, one store call of the worker on `turn`, sending a lease renewal
+    /// beside it every heartbeat while it waits (stretched by how long it has waited), and
+    /// records how long it took ([`LeaseClock::observe`]). A renewal's refusal or failure is
+    /// left for `work` itself, or the next write or heartbeat, to meet.
+    async fn kept_alive<T>(
+        &self,
+        turn: &ClaimedTurn,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = tokio::time::Instant::now();
+        let heartbeat = self.settings.heartbeat;
+        tokio::pin!(work);
+        let mut next = started + heartbeat;
+        let mut renewal = std::pin::pin!(OptionFuture::from(None));
+        let mut renewing = false;
+        loop {
+            tokio::select! {
+                biased;
+                output = &mut work => {
+                    self.lease.observe(started.elapsed());
+                    return output;
+                }
+                renewed = &mut renewal, if renewing => {
+                    if let Some(Err(error)) = renewed {
+                        tracing::warn!(%error, "a renewal beside a slow store call failed");
+                    }
+                    renewing = false;
+                    renewal.set(None.into());
+                }
+                () = tokio::time::sleep_until(next) => {
+                    next = tokio::time::Instant::now() + heartbeat;
+                    if !renewing {
+                        let waited = started.elapsed();
+                        let until = self.lease.until(waited);
+                        let waited_ms = waited.as_millis() as u64;
+                        tracing::info!(waited_ms, "store slow; renewing the lease beside it");
+                        renewal.set(Some(self.sessions.renew_lease(turn, until)).into());
+                        renewing = true;
+                    }
+                }
+            }
+        }
     }
 
     /// Plays the current turn of `request`'s run, if it is this invocation's to play.
@@ -200,7 +251,8 @@ impl Worker {
             tracing::info!(?request, "turn not claimed: already played or over");
             return Ok(response(WorkerOutcome::NotClaimed, TokenUsage::default()));
         };
-        let events = self.transcript(&turn.session_id, &turn.last_event_id).await?;
+        let read = self.transcript(&turn.session_id, &turn.last_event_id);
+        let events = self.kept_alive(&turn, read).await?;
         // This turn's conversation: later turns' messages (sent before this worker started)
         // are theirs to answer.
         let messages = history::conversation(&events, turn.turn_seq, HISTORY_CHAR_BUDGET);
@@ -239,7 +291,8 @@ impl Worker {
         let outcome = match played {
             Played::Stopped => WorkerOutcome::Stopped,
             Played::Ended(end) => {
-                if !self.sessions.finish_turn(&play.turn, &end, play.usage).await? {
+                let finish = self.sessions.finish_turn(&play.turn, &end, play.usage);
+                if !self.kept_alive(&play.turn, finish).await? {
                     WorkerOutcome::Stopped
                 } else if matches!(end, TurnEnd::Failed { .. }) {
                     WorkerOutcome::Failed
@@ -492,12 +545,12 @@ impl Play<'_> {
     /// Appends one event of the turn (renewing the lease). `false` when the turn is no
     /// longer this worker's.
     async fn write(&mut self, event: &NewEvent) -> Result<bool, WorkerError> {
-        let lease = self.worker.lease_until();
-        let written = self
-            .worker
-            .sessions
-            .append_worker_event(&mut self.turn, event, lease, Instant::now())
-            .await?;
+        let worker = self.worker;
+        let lease = worker.lease_until();
+        let renewals = self.turn.clone();
+        let append =
+            worker.sessions.append_worker_event(&mut self.turn, event, lease, Instant::now());
+        let written = worker.kept_alive(&renewals, append).await?;
         self.next_heartbeat = tokio::time::Instant::now() + self.worker.settings.heartbeat;
         if written && self.hang_after_first_event {
             // Test fault: behave as a worker that died, writing and renewing nothing more.
@@ -515,7 +568,9 @@ impl Play<'_> {
         if usage != TokenUsage::default() {
             // One id per model call: a lost answer that the SDK resends counts it once.
             let call_id = uuid::Uuid::new_v4().to_string();
-            self.worker.sessions.add_token_usage(&self.turn.session_id, &call_id, usage).await?;
+            let sessions = &self.worker.sessions;
+            let add = sessions.add_token_usage(&self.turn.session_id, &call_id, usage);
+            self.worker.kept_alive(&self.turn, add).await?;
         }
         Ok(())
     }
@@ -524,7 +579,8 @@ impl Play<'_> {
     /// this worker's.
     async fn renew_lease(&mut self) -> Result<bool, WorkerError> {
         let lease = self.worker.lease_until();
-        let renewed = self.worker.sessions.renew_lease(&self.turn, lease).await?;
+        let renewal = self.worker.sessions.renew_lease(&self.turn, lease);
+        let renewed = self.worker.kept_alive(&self.turn, renewal).await?;
         self.next_heartbeat = tokio::time::Instant::now() + self.worker.settings.heartbeat;
         Ok(renewed)
     }
