@@ -128,7 +128,7 @@ async fn a_purge_resumed_with_no_time_left_still_gets_on_a_batch_at_a_time() {
     let id = quiet_session(&app, &caller, "Long").await;
     add_events(&app, &id, 59).await;
     let session = SessionId::parse(&id).unwrap();
-    app.sessions.mark_deleted(&scope, &session, Instant::now()).await.unwrap();
+    app.sessions.mark_deleted(&scope, &session, &unique("delete"), Instant::now()).await.unwrap();
 
     let mut rounds = Vec::new();
     loop {

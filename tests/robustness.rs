@@ -414,7 +414,7 @@ async fn sessions_some_deleted(caller: &Caller, count: usize, deleted: &[usize])
         if deleted.contains(&(count - 1 - index)) {
             // Deleted half a second later: the same place in the order.
             let marked = Instant::from_epoch_millis(at + 500);
-            app.sessions.mark_deleted(&scope, &id, marked).await.unwrap();
+            app.sessions.mark_deleted(&scope, &id, &unique("delete"), marked).await.unwrap();
         } else {
             live.push(id.as_string());
         }

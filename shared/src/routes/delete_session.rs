@@ -44,7 +44,8 @@ async fn delete(app: &App, request: &Request) -> Result<Value, ApiError> {
     let raw_id = query_param(request, "sessionId")?
         .ok_or_else(|| ApiError::BadRequest("sessionId is required".into()))?;
     let session_id = session_id_from(&raw_id)?;
-    match app.sessions.mark_deleted(&scope, &session_id, Instant::now()).await? {
+    let request_id = super::request_id(request);
+    match app.sessions.mark_deleted(&scope, &session_id, &request_id, Instant::now()).await? {
         DeleteMark::Marked => {
             purge_within_budget(app, request, &session_id).await;
             Ok(json!({ "ok": true }))

@@ -907,24 +907,25 @@ impl SessionStore {
     /// exits at its next poll, writing nothing), with one conditional `UpdateItem`. From
     /// then on every route answers 404 for it and no event can be appended. The mark also
     /// puts the session in the [`PURGE_QUEUE_INDEX`], so that a purge interrupted at any
-    /// point is finished by the sweeper; the item has no TTL, it outlives its events.
+    /// point is finished by the sweeper; the item has no TTL, it outlives its events. The mark
+    /// names its request (`delete_request_id`), so that a write the SDK sent again after a lost
+    /// answer recognises its own mark, and never another request's of the same millisecond.
     pub async fn mark_deleted(
         &self,
         scope: &UserScope,
         id: &SessionId,
+        request_id: &str,
         now: Instant,
     ) -> Result<DeleteMark, StoreError> {
         let at = now.rfc3339();
-        let attempts = Attempts::default();
         let result = retry_conflicts(|| {
-            attempts.reset();
             self.client
                 .update_item()
                 .table_name(&self.sessions_table)
                 .key("id", s(id.as_string()))
                 .update_expression(
                     "SET deleted_at = :now, cancelled_at = if_not_exists(cancelled_at, :now), \
-                 updated_at = :now, purge_queue = :pending",
+                 updated_at = :now, purge_queue = :pending, delete_request_id = :request",
                 )
                 .condition_expression(
                     "attribute_exists(id) AND user_id = :user AND org_id = :org \
@@ -934,11 +935,10 @@ impl SessionStore {
                 .expression_attribute_values(":pending", s(PURGE_PENDING))
                 .expression_attribute_values(":user", s(scope.user_id()))
                 .expression_attribute_values(":org", s(scope.org_id()))
+                .expression_attribute_values(":request", s(request_id))
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
-                .customize()
-                .interceptor(attempts.clone())
                 .send()
         })
         .await;
@@ -946,19 +946,7 @@ impl SessionStore {
             Ok(_) => Ok(DeleteMark::Marked),
             Err(error) => match error.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    let Some(old) = failed.item().filter(|old| {
-                        get_s(old, "user_id") == Some(scope.user_id())
-                            && get_s(old, "org_id") == Some(scope.org_id())
-                    }) else {
-                        return Ok(DeleteMark::NotFound);
-                    };
-                    Ok(match get_s(old, "deleted_at") {
-                        // This request's own mark: its response was lost and the SDK sent
-                        // the update again.
-                        Some(mark) if attempts.retried() && mark == at => DeleteMark::Marked,
-                        Some(_) => DeleteMark::AlreadyDeleting,
-                        None => DeleteMark::NotFound,
-                    })
+                    Ok(classify_failed_delete(scope, failed.item(), request_id))
                 }
                 _ => Err(StoreError::sdk("UpdateItem", error)),
             },
@@ -1293,9 +1281,48 @@ fn classify_failed_cancel(
     }
 }
 
+/// What a refused delete mark found in the session as it was (`old`): this request's own
+/// mark (its answer was lost and the SDK sent the write again), another request's, or no
+/// session of the caller's.
+fn classify_failed_delete(scope: &UserScope, old: Option<&Item>, request_id: &str) -> DeleteMark {
+    let Some(old) = old.filter(|old| {
+        get_s(old, "user_id") == Some(scope.user_id())
+            && get_s(old, "org_id") == Some(scope.org_id())
+    }) else {
+        return DeleteMark::NotFound;
+    };
+    match get_s(old, "deleted_at") {
+        Some(_) if get_s(old, "delete_request_id") == Some(request_id) => DeleteMark::Marked,
+        Some(_) => DeleteMark::AlreadyDeleting,
+        None => DeleteMark::NotFound,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two deletes of one session in the same millisecond, one of them sent again by the SDK
+    /// (its first attempt throttled): the resend finds the other's mark, with its own
+    /// timestamp, and is the second delete (404), never a second first one. Its own mark, a
+    /// lost answer, is its own.
+    #[test]
+    fn a_resent_delete_that_finds_another_requests_mark_of_the_same_millisecond_is_already_deleting()
+     {
+        let mut old = item("u1", "o1", None);
+        old.insert("deleted_at".into(), s("2026-01-01T00:00:00.000Z"));
+        old.insert("delete_request_id".into(), s("req-1"));
+        assert_eq!(
+            classify_failed_delete(&scope(), Some(&old), "req-2"),
+            DeleteMark::AlreadyDeleting
+        );
+        assert_eq!(classify_failed_delete(&scope(), Some(&old), "req-1"), DeleteMark::Marked);
+        let foreign = UserScope::from_auth_record("u2".into(), "o1".into());
+        assert_eq!(classify_failed_delete(&foreign, Some(&old), "req-1"), DeleteMark::NotFound);
+        old.remove("deleted_at");
+        assert_eq!(classify_failed_delete(&scope(), Some(&old), "req-2"), DeleteMark::NotFound);
+        assert_eq!(classify_failed_delete(&scope(), None, "req-2"), DeleteMark::NotFound);
+    }
 
     fn scope() -> UserScope {
         UserScope::from_auth_record("u1".into(), "o1".into())
