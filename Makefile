@@ -8,13 +8,18 @@ TOOLS := $(VENV)/.installed
 DEV_ENV := .local/dev.env
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: dev test chaos bench bench-workflow token token-name lint fmt check-nextest build deploy-staging
+.PHONY: help dev test unit chaos bench bench-workflow token token-name lint fmt check-nextest build deploy-staging
+
+## help: every target, with what it does (the `## target:` comments of this Makefile)
+help:
+	@awk '/^## [a-z-]+:/ { sub(/^## /, ""); split($$0, part, ": "); printf "  make %-15s %s\n", part[1], substr($$0, length(part[1]) + 3); next } /^## / { sub(/^## /, ""); printf "  %-20s %s\n", "", $$0 }' $(MAKEFILE_LIST)
 
 $(TOOLS): infra/local/requirements.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -q -r infra/local/requirements.txt
 	touch $@
 
+## check-nextest: install cargo-nextest from crates.io when it is missing
 check-nextest:
 	@cargo nextest --version >/dev/null 2>&1 || cargo install cargo-nextest --locked
 
@@ -30,6 +35,10 @@ test: $(TOOLS) check-nextest lint
 	$(VENV)/bin/python -m unittest discover -s infra/scale
 	$(VENV)/bin/python -m unittest discover -s infra/chaos
 	infra/local/run.sh test
+
+## unit: the fast loop: every library and unit test of the workspace, no emulator, no stack
+unit: check-nextest
+	cargo nextest run --workspace --lib --bins --no-fail-fast
 
 ## chaos: start the local stack with its fault schedule, then the randomized whole-system test and
 ## its history check (make chaos SEED=<n> SESSIONS=<n> CLIENTS=<n> [FAULT_RATES='name=rate,...'],
@@ -77,5 +86,6 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+## fmt: format the workspace
 fmt:
 	cargo fmt --all
