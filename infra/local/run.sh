@@ -4,7 +4,7 @@
 #   infra/local/run.sh dev     emulator on :4566 + every function under `cargo lambda watch`
 #                              on :9000 with the real API paths; foreground, Ctrl-C stops all
 #   infra/local/run.sh test    emulator + functions on test ports, then every test
-#                              (`run.sh test -E 'binary(agent)'`: only the nextest selection)
+#                              (`run.sh test -E 'test(/^agent::/)'`: only the nextest selection)
 #   infra/local/run.sh bench   emulator on the test port, then the benchmarks
 #   infra/local/run.sh bench-workflow
 #                              emulator + functions on test ports, then the turn workflow's
@@ -29,7 +29,7 @@
 #
 # The read limit (GET /transcript and GET /sessions together, per user): `make dev` keeps the
 # template's 300 a minute, as production; `make test` raises it to 100000, since its tests
-# poll transcripts every 25-100 ms (tests/rate_limit.rs checks the limit with its own low
+# poll transcripts every 25-100 ms (tests/tests/routes/rate_limit.rs checks the limit with its own low
 # one). KNOQ_READS_LIMIT_PER_MINUTE sets it in any mode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -139,10 +139,20 @@ done
 # Each service runs in a session of its own (its id is the service's pid), so that cleanup
 # finds all of its processes. Where util-linux's setpriv is present, the service also gets
 # SIGTERM from the kernel when this script dies, however it dies.
+# Under `make dev`, what the services print goes to SERVICE_LOG instead of the terminal.
+SERVICE_LOG=""
 if command -v setpriv >/dev/null 2>&1; then
-  start() { setsid setpriv --pdeathsig TERM "$@" & PIDS+=("$!"); }
+  start() {
+    if [ -n "$SERVICE_LOG" ]; then setsid setpriv --pdeathsig TERM "$@" >>"$SERVICE_LOG" 2>&1 &
+    else setsid setpriv --pdeathsig TERM "$@" & fi
+    PIDS+=("$!")
+  }
 else
-  start() { setsid "$@" & PIDS+=("$!"); }
+  start() {
+    if [ -n "$SERVICE_LOG" ]; then setsid "$@" >>"$SERVICE_LOG" 2>&1 &
+    else setsid "$@" & fi
+    PIDS+=("$!")
+  }
 fi
 
 start_emulator() {
@@ -255,7 +265,12 @@ chaos_runs() {
 
 case "$MODE" in
   dev)
+    # The terminal shows the build, then the banner alone, then one line per request and per
+    # turn event (infra/local/dev_view.py); the services' own output goes to the log file.
     cargo build --workspace --bins
+    SERVICE_LOG=${KNOQ_DEV_LOG:-${ENV_FILE%.env}.log}
+    : > "$SERVICE_LOG"
+    echo "run.sh: starting the emulator, the provider and the functions (their output: $SERVICE_LOG)"
     start_provider --word-delay-ms "${KNOQ_PROVIDER_WORD_DELAY_MS:-200}"
     start_emulator --run-schedules
     start_functions
@@ -267,9 +282,13 @@ Knoq is running locally (Ctrl-C stops everything):
   AWS emulator   http://127.0.0.1:$EMU_PORT  (DynamoDB, Step Functions, Secrets Manager)
   model provider $KNOQ_PROVIDER_URL${PROVIDER_EMULATOR:+  (the bundled emulator; set ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY for a real one)}
   environment    $ENV_FILE
+  services' log  $SERVICE_LOG
   cookie         make token USER_ID=<id> ORG_ID=<id>   (cookie name: make token-name)
 
 MSG
+    # One line per request and per turn event, from the log, until Ctrl-C.
+    SERVICE_LOG="" start bash -c 'tail -n 0 -F "$1" 2>/dev/null | "$2" infra/local/dev_view.py' \
+      dev-view "$SERVICE_LOG" "$PY"
     wait "${PIDS[@]}"
     ;;
   test)
@@ -288,9 +307,9 @@ MSG
 run.sh: against $EXTERNAL_ENDPOINT these tests are left out, because they plant DynamoDB
 faults through the project's own emulator (/_knoq/faults), which no other emulator has;
 \`make test\` without AWS_ENDPOINT_URL runs them:
-  tests/faults.rs                 every test
-  tests/robustness.rs             the whole binary (most of its tests plant faults)
-  tests/purge.rs                  the whole binary (its half-way purge plants one)
+  tests/tests/scenarios/faults.rs      every test
+  tests/tests/scenarios/robustness.rs  the whole module (most of its tests plant faults)
+  tests/tests/scenarios/purge.rs       the whole module (its half-way purge plants one)
   infra/fuzz/test_contract.py     DynamoDBFaultContractTest (the throttled cancel's 503)
 MSG
       cargo nextest run --workspace --no-fail-fast --profile external-emulator "${SELECTED_TESTS[@]}"

@@ -27,6 +27,8 @@ BANNER = "Knoq is running locally"
 STOP_WITHIN_SECS = 20
 #: How long `make dev` may take to answer on every route once the functions are built.
 START_WITHIN_SECS = 300
+#: The most lines `make dev` may print before its banner on a warm build.
+LINES_BEFORE_BANNER = 30
 
 
 def spare_port() -> int:
@@ -82,7 +84,8 @@ class DevStopsOnSignalsTest(unittest.TestCase):
     def setUpClass(cls):
         subprocess.run(["cargo", "build", "--workspace", "--bins"], cwd=ROOT, check=True, timeout=1800)
 
-    def stop_with(self, sig: signal.Signals, repeat_after: float | None = None) -> None:
+    def stop_with(self, sig: signal.Signals, repeat_after: float | None = None,
+                  look_at_the_screen: bool = False) -> None:
         emulator, api, provider = spare_port(), spare_port(), spare_port()
         env = {
             **os.environ,
@@ -125,6 +128,9 @@ class DevStopsOnSignalsTest(unittest.TestCase):
             )
             processes = descendants(dev.pid)
             self.assertGreaterEqual(len(processes), 4, "make, run.sh, the emulator, cargo lambda")
+            if look_at_the_screen:
+                self.screen_is_quiet_and_shows_requests(output, api)
+            shown_before_stop = len(output)
             os.killpg(dev.pid, sig)
             if repeat_after is not None:
                 time.sleep(repeat_after)
@@ -142,6 +148,10 @@ class DevStopsOnSignalsTest(unittest.TestCase):
             self.assertTrue(port_free(emulator), f"emulator port {emulator} still taken")
             self.assertTrue(port_free(api), f"API port {api} still taken")
             self.assertTrue(port_free(provider), f"provider emulator port {provider} still taken")
+            if look_at_the_screen:
+                time.sleep(0.5)  # what the stop printed, read
+                errors = [line for line in output[shown_before_stop:] if "Error" in line]
+                self.assertEqual(errors, [], "the stop prints no error lines")
         finally:
             for pid in alive(processes) + ([dev.pid] if dev.poll() is None else []):
                 try:
@@ -152,6 +162,25 @@ class DevStopsOnSignalsTest(unittest.TestCase):
             reader.join(timeout=5)
             dev.stdout.close()
             (ROOT / env["KNOQ_ENV_FILE"]).unlink(missing_ok=True)
+            (ROOT / env["KNOQ_ENV_FILE"].replace(".env", ".log")).unlink(missing_ok=True)
+
+    def screen_is_quiet_and_shows_requests(self, output: list[str], api: int) -> None:
+        """A warm start prints at most LINES_BEFORE_BANNER lines before the banner, the
+        banner stays last until a request arrives, and a request then shows as one line."""
+        banner_at = next(i for i, line in enumerate(output) if BANNER in line)
+        self.assertLessEqual(banner_at, LINES_BEFORE_BANNER, "".join(output[:banner_at]))
+        time.sleep(2)
+        after_banner = output[banner_at:]
+        self.assertFalse(any(line.strip() and not line.startswith(" ") for line in after_banner[1:]),
+                         "the banner is the last thing on screen: " + "".join(after_banner))
+        subprocess.run(["curl", "-s", "-o", "/dev/null", "-X", "POST",
+                        f"http://127.0.0.1:{api}/api/managed-agents/cancel"], check=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if any("POST /api/managed-agents/cancel" in line and " 401 " in line for line in output):
+                return
+            time.sleep(0.25)
+        self.fail("the request shows as one line: " + "".join(output[banner_at:]))
 
     def test_sigterm_stops_everything(self):
         self.stop_with(signal.SIGTERM)
@@ -165,8 +194,9 @@ class DevStopsOnSignalsTest(unittest.TestCase):
         # No cleanup can run: the services must stop when the script that started them dies.
         self.stop_with(signal.SIGKILL)
 
-    def test_sigint_stops_everything(self):
-        self.stop_with(signal.SIGINT)
+    def test_sigint_stops_everything_after_a_quiet_screen_that_shows_requests(self):
+        # Ctrl-C: also what a person sees until then.
+        self.stop_with(signal.SIGINT, look_at_the_screen=True)
 
     def test_sighup_stops_everything(self):
         self.stop_with(signal.SIGHUP)

@@ -277,11 +277,12 @@ class LeftOutOnAnotherEmulatorTest(unittest.TestCase):
     """What `run.sh test` leaves out against an external emulator is exactly what needs the
     project's own one (the DynamoDB faults of /_knoq/faults)."""
 
-    def test_the_nextest_profile_leaves_out_exactly_the_binaries_that_plant_dynamodb_faults(self):
+    def test_the_nextest_profile_leaves_out_exactly_the_modules_that_plant_dynamodb_faults(self):
         config = tomllib.loads((ROOT / ".config" / "nextest.toml").read_text())
-        left_out = set(re.findall(r"binary\((\w+)\)", config["profile"]["external-emulator"]["default-filter"]))
-        planting = {path.stem for path in (ROOT / "tests").glob("*.rs") if "Fault::new(" in path.read_text()}
-        self.assertTrue(planting, "tests plant faults with support::Fault::new; update this test if that changed")
+        left_out = set(re.findall(r"test\(/\^(\w+)::/\)", config["profile"]["external-emulator"]["default-filter"]))
+        planting = {path.stem for path in (ROOT / "tests" / "tests").glob("*/*.rs")
+                    if re.search(r"Fault::(new|slow)\(", path.read_text())}
+        self.assertTrue(planting, "tests plant faults with support::Fault; update this test if that changed")
         self.assertEqual(left_out, planting)
 
     def test_the_contract_test_that_runs_there_plants_no_fault(self):

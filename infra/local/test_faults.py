@@ -1,5 +1,5 @@
 """The fault injection's own rules (infra/local/faults.py): what a fault matches, how often,
-and what it answers. The Rust tests (tests/faults.rs) check the same over HTTP with the SDK.
+and what it answers. The Rust tests (tests/tests/scenarios/faults.rs) check the same over HTTP with the SDK.
 
 Run by `make test` (python -m unittest discover -s infra/local).
 """

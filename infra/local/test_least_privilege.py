@@ -31,7 +31,7 @@ SHARED_SRC = stack.ROOT / "shared" / "src"
 # store/auth_sessions.rs GetItem); a transaction (store/mod.rs `transact`) needs the
 # per-item action of each of its items (Put -> PutItem, Update -> UpdateItem), never a
 # Transact* action; an event is always appended in a transaction of an Update of the session
-# item and a Put of the event (store/sessions.rs `append`).
+# item and a Put of the event (store/sessions/mod.rs `append`).
 # ----------------------------------------------------------------------------------------
 AUTH = ("AuthSessionsTable", None)
 LIMITS = ("RateLimitsTable", None)
@@ -56,7 +56,7 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
         # sessions.cancel (the stamp), then get + terminate when no live run will end it
         SESSIONS: {"dynamodb:UpdateItem", "dynamodb:GetItem"},
         # terminate: the status_terminated event, in the append transaction; a refused
-        # append reads whether its own event landed (sessions.rs event_written)
+        # append reads whether its own event landed (sessions/mod.rs event_written)
         EVENTS: {"dynamodb:PutItem", "dynamodb:GetItem"},
     },
     # routes/create_session.rs
@@ -109,7 +109,7 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
         SESSIONS: {"dynamodb:GetItem"},  # get_owned
         EVENTS: {"dynamodb:Query"},  # events.page
     },
-    # turn.rs: get; append_turn_event / terminate / fail_turn (Update + Put);
+    # checker.rs: get; append_turn_event / terminate / fail_turn (Update + Put);
     # start_next_turn (UpdateItem)
     "CheckerFunction": {
         SESSIONS: {"dynamodb:GetItem", "dynamodb:UpdateItem"},
@@ -117,7 +117,7 @@ NEEDS: dict[str, dict[tuple[str, str | None], set[str]]] = {
         # workflow.rs answer / fail: the poll step's task token; start_on: a hand-over
         TURN: {"states:SendTaskSuccess", "states:SendTaskFailure", "states:StartExecution"},
     },
-    # agent/runtime.rs through store/turn_worker.rs: claim_turn, renew_lease, finish_turn,
+    # agent/worker.rs through store/turn_worker.rs: claim_turn, renew_lease, finish_turn,
     # add_token_usage (UpdateItem); append_worker_event (Update + Put, GetItem when refused);
     # the transcript as conversation (events.page: Query); agent/tools.rs search_sessions
     # (list_owned: index Query + BatchGetItem; events.page); lambda.rs: the API key, once
@@ -142,10 +142,17 @@ SOURCE_TARGETS: dict[str, dict[str, set[str] | None]] = {
     "store/events.rs": {"EventsTable": None},
     # every call is on the sessions table but event_put, the Put of an appended event, and
     # event_written, the GetItem of an event a refused append looks for
-    "store/sessions.rs": {
+    "store/sessions/mod.rs": {
         "SessionsTable": None,
         "EventsTable": {"dynamodb:PutItem", "dynamodb:GetItem"},
     },
+    # the session's writers by concern: the sessions table only (their events go through
+    # mod.rs's append)
+    "store/sessions/cancel.rs": {"SessionsTable": None},
+    "store/sessions/delete.rs": {"SessionsTable": None},
+    "store/sessions/list.rs": {"SessionsTable": None},
+    "store/sessions/messages.rs": {"SessionsTable": None},
+    "store/sessions/run.rs": {"SessionsTable": None},
     "rate_limit.rs": {"RateLimitsTable": None},
     "workflow.rs": {"TurnStateMachine": None},
     "store/turn_worker.rs": {"SessionsTable": None},
@@ -601,7 +608,7 @@ class TemplateIsLeastPrivilegeTest(unittest.TestCase):
 
     def test_needs_agrees_with_the_code(self):
         sources = rust_sources()
-        self.assertIn("store/sessions.rs", sources)
+        self.assertIn("store/sessions/mod.rs", sources)
         self.assertEqual(code_problems(sources), [])
 
 

@@ -190,7 +190,7 @@ class Params:
     worker_memory_mb: int = 256  # template.yaml Globals MemorySize
     worker_share_of_turn: float = 1.0  # the worker runs for the whole turn
     stream_share: float = 1.0  # estimate: share of the worker's time text streams (worst case)
-    flush_every_s: float = 2.0  # agent/runtime.rs FLUSH_EVERY: one event write per 2 s of text
+    flush_every_s: float = 2.0  # agent/worker.rs FLUSH_EVERY: one event write per 2 s of text
     heartbeat_share_of_interval: float = 0.5  # lambda.rs: lease renewed every poll / 2
     worker_claim_finish_writes: int = 2  # claim_turn + finish_turn (turn_worker.rs)
     model_calls_per_turn: int = 2  # estimate; each adds its token usage (one UpdateItem)

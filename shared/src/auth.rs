@@ -17,13 +17,13 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant as MonoInstant};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use lambda_http::{Request, http::Method};
 use sha2::{Digest, Sha256};
 
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::config::Config;
 use crate::domain::UserScope;
 use crate::error::ApiError;
@@ -95,7 +95,7 @@ pub fn require_same_origin(request: &Request, allowed: &str) -> Result<(), ApiEr
 struct CachedScope {
     scope: UserScope,
     expires_at_secs: i64,
-    cached_at: MonoInstant,
+    cached_at: Instant,
 }
 
 /// Turns a request's session cookie into the caller's [`UserScope`].
@@ -107,7 +107,7 @@ pub struct Authenticator {
     cache_ttl: Duration,
     cache: Mutex<HashMap<String, CachedScope>>,
     /// Hashes of well-formed tokens the table did not hold, and when that was read.
-    unknown: Mutex<HashMap<String, MonoInstant>>,
+    unknown: Mutex<HashMap<String, Instant>>,
 }
 
 impl Authenticator {
@@ -138,7 +138,7 @@ impl Authenticator {
             return Err(ApiError::Unauthenticated("session cookie is not valid"));
         }
         let hash = token_hash(token);
-        let now = Instant::now();
+        let now = Timestamp::now();
         if let Some(scope) = self.cached(&hash, now) {
             return Ok(scope);
         }
@@ -163,7 +163,7 @@ impl Authenticator {
         require_same_origin(request, &self.allowed_origin)
     }
 
-    fn cached(&self, hash: &str, now: Instant) -> Option<UserScope> {
+    fn cached(&self, hash: &str, now: Timestamp) -> Option<UserScope> {
         if self.cache_ttl.is_zero() {
             return None;
         }
@@ -191,7 +191,7 @@ impl Authenticator {
         if unknown.len() >= AUTH_CACHE_CAPACITY {
             unknown.clear();
         }
-        unknown.insert(hash, MonoInstant::now());
+        unknown.insert(hash, Instant::now());
     }
 
     fn remember(&self, hash: String, scope: &UserScope, expires_at_secs: i64) {
@@ -204,7 +204,7 @@ impl Authenticator {
         }
         cache.insert(
             hash,
-            CachedScope { scope: scope.clone(), expires_at_secs, cached_at: MonoInstant::now() },
+            CachedScope { scope: scope.clone(), expires_at_secs, cached_at: Instant::now() },
         );
     }
 }

@@ -1,12 +1,15 @@
 //! Wall-clock time in the two shapes the store uses: epoch milliseconds and RFC 3339 text.
+//! [`Timestamp`] is what is written and compared across machines (a stamp, a lease's end);
+//! durations measured within one process use `std::time::Instant` / `tokio::time::Instant`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-/// One instant, read once per request so that every attribute written for it agrees.
+/// A wall-clock instant in UTC, to the millisecond: read once per request so that every
+/// attribute written for it agrees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Instant(DateTime<Utc>);
+pub struct Timestamp(DateTime<Utc>);
 
-impl Instant {
+impl Timestamp {
     /// The current time.
     pub fn now() -> Self {
         Self(Utc::now())
@@ -33,7 +36,7 @@ impl Instant {
         self.0.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
-    /// The instant an RFC 3339 text names (as [`Instant::rfc3339`] writes it), if it is one.
+    /// The instant an RFC 3339 text names (as [`Timestamp::rfc3339`] writes it), if it is one.
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
         DateTime::parse_from_rfc3339(text).ok().map(|t| Self(t.with_timezone(&Utc)))
     }
@@ -45,10 +48,10 @@ mod tests {
 
     #[test]
     fn rfc3339_is_fixed_width_utc_millis() {
-        let t = Instant::from_epoch_millis(1_700_000_000_005);
+        let t = Timestamp::from_epoch_millis(1_700_000_000_005);
         assert_eq!(t.rfc3339(), "2023-11-14T22:13:20.005Z");
         assert_eq!(t.epoch_secs(), 1_700_000_000);
-        assert_eq!(Instant::parse_rfc3339(&t.rfc3339()), Some(t));
-        assert_eq!(Instant::parse_rfc3339("yesterday"), None);
+        assert_eq!(Timestamp::parse_rfc3339(&t.rfc3339()), Some(t));
+        assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
     }
 }

@@ -242,9 +242,38 @@ impl EventType {
     }
 }
 
+/// A session's status, as stored in its `status` attribute and as the list shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// A turn is running.
+    Running,
+    /// No turn is running; a message starts one.
+    Idle,
+    /// Ended for good (cancelled): no turn will run again.
+    Terminated,
+}
+
+impl SessionStatus {
+    /// The wire and storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Idle => "idle",
+            Self::Terminated => "terminated",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_statuses_have_the_contracts_names() {
+        let names = [SessionStatus::Running, SessionStatus::Idle, SessionStatus::Terminated]
+            .map(SessionStatus::as_str);
+        assert_eq!(names, ["running", "idle", "terminated"]);
+    }
 
     #[test]
     fn session_id_accepts_hyphenated_uuid_in_any_case_and_normalises() {

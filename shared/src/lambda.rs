@@ -8,13 +8,13 @@ use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 use tracing::Instrument;
 
 use crate::agent::provider::{ApiKey, Provider, ProviderConfig};
-use crate::agent::runtime::{Worker, WorkerRequest, WorkerSettings};
 use crate::agent::tools::{SearchSessions, Tools};
+use crate::agent::worker::{Worker, WorkerRequest, WorkerSettings};
 use crate::app::App;
+use crate::checker::{Checker, CheckerEvent};
 use crate::config::AgentConfig;
-use crate::purge::{SWEEP_BUDGET, SWEEP_GRACE, SWEEP_MARGIN, SweepReport, SweepRequest};
+use crate::purge::{SWEEP_GRACE, SweepReport, SweepRequest, sweep_deadline};
 use crate::telemetry;
-use crate::turn::{Checker, CheckerEvent};
 
 /// Serves `handler` on the Lambda runtime with one [`App`] built for the container; every
 /// request goes through [`observe`].
@@ -64,10 +64,13 @@ where
 }
 
 /// The route of a request as API Gateway names it (`POST /api/managed-agents/cancel`), or
-/// its method and path when it did not come through API Gateway.
+/// its method and path when it did not come through a named route: not through API Gateway,
+/// or through a catch-all `$default` route (what `cargo lambda watch` reports locally).
 pub fn route_of(request: &Request) -> String {
     match request.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(context)) if context.route_key.is_some() => {
+        Some(RequestContext::ApiGatewayV2(context))
+            if context.route_key.as_deref().is_some_and(|key| key != "$default") =>
+        {
             context.route_key.clone().unwrap_or_default()
         }
         _ => format!("{} {}", request.method(), request.uri().path()),
@@ -91,12 +94,9 @@ pub async fn serve_checker() -> Result<(), lambda_runtime::Error> {
     .await
 }
 
-/// The `Route` dimension of the purge sweeper's metrics.
-pub const PURGE_SWEEPER_ROUTE: &str = "purge-sweeper";
-
 /// Serves the purge sweeper (finishes the purges deletes left; run on a schedule) on the
 /// Lambda runtime. Each invocation sweeps until the queue is empty or its function's
-/// deadline is [`SWEEP_MARGIN`] away, answers its [`SweepReport`], and emits it as metrics
+/// deadline is [`crate::purge::SWEEP_MARGIN`] away, answers its [`SweepReport`], and emits it as metrics
 /// (`OldestPendingPurgeSeconds` is the one the backlog alarm watches).
 pub async fn serve_purge_sweeper() -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init();
@@ -106,44 +106,12 @@ pub async fn serve_purge_sweeper() -> Result<(), lambda_runtime::Error> {
             let grace =
                 event.payload.grace_seconds.map_or(SWEEP_GRACE, std::time::Duration::from_secs);
             let deadline = sweep_deadline(event.context.deadline);
-            let report = app.purger.sweep(crate::clock::Instant::now(), grace, deadline).await?;
-            if report == SweepReport::default() {
-                // Nothing queued: the common case, once a minute; no line for it.
-                tracing::debug!("purge sweep: nothing to do");
-            } else {
-                tracing::info!(?report, "purge sweep");
-            }
-            telemetry::emit(
-                PURGE_SWEEPER_ROUTE,
-                &[
-                    ("PurgesFinished", report.finished as f64, telemetry::Unit::Count),
-                    ("PurgesLeft", (report.left + report.failed) as f64, telemetry::Unit::Count),
-                    ("PurgeEventsDeleted", report.events_deleted as f64, telemetry::Unit::Count),
-                    (
-                        "OldestPendingPurgeSeconds",
-                        report.oldest_pending_secs as f64,
-                        telemetry::Unit::Seconds,
-                    ),
-                ],
-            );
+            let report = app.purger.sweep(crate::clock::Timestamp::now(), grace, deadline).await?;
+            report.record();
             Ok::<SweepReport, lambda_runtime::Error>(report)
         },
     ))
     .await
-}
-
-/// When a sweep must stop starting work: [`SWEEP_MARGIN`] before the invocation's deadline
-/// (milliseconds since the epoch, as the Lambda runtime gives it), and never later than
-/// [`SWEEP_BUDGET`] from now. A deadline already past cannot come from Lambda: `cargo lambda
-/// watch` sends its timeout there (600000) rather than a time, and then the budget alone
-/// applies.
-fn sweep_deadline(deadline_epoch_ms: u64) -> std::time::Instant {
-    let now_ms = u64::try_from(crate::clock::Instant::now().epoch_millis()).unwrap_or(0);
-    let left = match deadline_epoch_ms.checked_sub(now_ms) {
-        Some(left) => std::time::Duration::from_millis(left).saturating_sub(SWEEP_MARGIN),
-        None => SWEEP_BUDGET,
-    };
-    std::time::Instant::now() + left.min(SWEEP_BUDGET)
 }
 
 /// Serves the worker (plays one turn against the model provider) on the Lambda runtime. The
@@ -155,25 +123,19 @@ pub async fn serve_worker() -> Result<(), lambda_runtime::Error> {
     let agent = AgentConfig::from_lookup(|name| std::env::var(name).ok())?;
     let api_key =
         read_api_key(&aws_sdk_secretsmanager::Client::new(&sdk), &agent.api_key_secret).await?;
-    let provider = Provider::new(ProviderConfig {
-        base_url: agent.base_url.clone(),
+    let provider = Provider::new(ProviderConfig::with_production_policy(
+        agent.base_url.clone(),
         api_key,
-        model: agent.model.clone(),
-        max_tokens: agent.max_tokens,
-        system_prompt: agent.system_prompt.clone(),
-        max_attempts: 4,
-        retry_base: std::time::Duration::from_millis(500),
-        max_retry_wait: std::time::Duration::from_secs(30),
-        connect_timeout: std::time::Duration::from_secs(10),
-        stall_timeout: crate::agent::provider::STALL_TIMEOUT,
-    })?;
+        agent.model.clone(),
+        agent.max_tokens,
+        agent.system_prompt.clone(),
+    ))?;
     let poll = std::time::Duration::from_secs(app.config.workflow.poll_interval_secs);
-    let settings = WorkerSettings {
-        max_steps: agent.max_steps,
-        heartbeat: poll / 2,
-        lease: crate::agent::lease::base_lease(poll),
-        fault_injection: app.config.workflow.fault_injection,
-    };
+    let settings = WorkerSettings::for_poll_interval(
+        poll,
+        agent.max_steps,
+        app.config.workflow.fault_injection,
+    );
     let tools =
         Tools::new(vec![Box::new(SearchSessions::new(app.sessions.clone(), app.events.clone()))]);
     let worker: &'static Worker = Box::leak(Box::new(Worker::new(
@@ -284,21 +246,6 @@ mod tests {
         for secret in ["secret-token", "private words", "alice"] {
             assert!(!output.contains(secret), "{secret} leaked: {output}");
         }
-    }
-
-    #[test]
-    fn a_sweep_stops_a_margin_before_its_deadline_and_within_its_budget() {
-        let now_ms = crate::clock::Instant::now().epoch_millis() as u64;
-        let soon = sweep_deadline(now_ms + 20_000) - std::time::Instant::now();
-        assert!(soon <= std::time::Duration::from_secs(15), "{soon:?}");
-        assert!(soon >= std::time::Duration::from_secs(14), "{soon:?}");
-        let later = sweep_deadline(now_ms + 900_000) - std::time::Instant::now();
-        assert!(later <= SWEEP_BUDGET && later >= SWEEP_BUDGET - std::time::Duration::from_secs(1));
-        // cargo lambda watch's deadline (a duration, in the past as a time): the budget.
-        let local = sweep_deadline(600_000) - std::time::Instant::now();
-        assert!(local <= SWEEP_BUDGET && local >= SWEEP_BUDGET - std::time::Duration::from_secs(1));
-        // Less than the margin left: stop at once.
-        assert!(sweep_deadline(now_ms + 1_000) <= std::time::Instant::now());
     }
 
     #[test]

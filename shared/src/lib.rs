@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod app;
 pub mod auth;
+pub mod checker;
 pub mod clock;
 pub mod config;
 pub mod domain;
@@ -21,7 +22,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod store;
 pub mod telemetry;
-pub mod turn;
+pub mod test_hooks;
 pub mod workflow;
 
 pub use app::App;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::domain::SessionId;
 use crate::store::StoreError;
 use crate::store::events::{EventStore, PurgeProgress};
@@ -97,12 +97,13 @@ impl Purger {
     /// A session whose purge fails is counted and passed over; the next sweep retries it.
     pub async fn sweep(
         &self,
-        now: Instant,
+        now: Timestamp,
         grace: Duration,
         deadline: std::time::Instant,
     ) -> Result<SweepReport, StoreError> {
         let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-        let marked_before = Instant::from_epoch_millis(now.epoch_millis().saturating_sub(grace_ms));
+        let marked_before =
+            Timestamp::from_epoch_millis(now.epoch_millis().saturating_sub(grace_ms));
         let mut report = SweepReport::default();
         let mut cursor = None;
         loop {
@@ -137,5 +138,65 @@ impl Purger {
                 None => return Ok(report),
             }
         }
+    }
+}
+
+/// The `Route` dimension of the purge sweeper's metrics.
+pub const PURGE_SWEEPER_ROUTE: &str = "purge-sweeper";
+
+/// When a sweep must stop starting work: [`SWEEP_MARGIN`] before the invocation's deadline
+/// (milliseconds since the epoch, as the Lambda runtime gives it), and never later than
+/// [`SWEEP_BUDGET`] from now. A deadline already past cannot come from Lambda: `cargo lambda
+/// watch` sends its timeout there (600000) rather than a time, and then the budget alone
+/// applies.
+pub fn sweep_deadline(deadline_epoch_ms: u64) -> std::time::Instant {
+    let now_ms = u64::try_from(crate::clock::Timestamp::now().epoch_millis()).unwrap_or(0);
+    let left = match deadline_epoch_ms.checked_sub(now_ms) {
+        Some(left) => std::time::Duration::from_millis(left).saturating_sub(SWEEP_MARGIN),
+        None => SWEEP_BUDGET,
+    };
+    std::time::Instant::now() + left.min(SWEEP_BUDGET)
+}
+
+impl SweepReport {
+    /// Logs the sweep (at debug level when nothing was queued, the common case once a
+    /// minute) and emits it as metrics (`OldestPendingPurgeSeconds` is the one the backlog
+    /// alarm watches).
+    pub fn record(&self) {
+        use crate::telemetry::{self, Unit};
+        if *self == SweepReport::default() {
+            tracing::debug!("purge sweep: nothing to do");
+        } else {
+            tracing::info!(report = ?self, "purge sweep");
+        }
+        telemetry::emit(
+            PURGE_SWEEPER_ROUTE,
+            &[
+                ("PurgesFinished", self.finished as f64, Unit::Count),
+                ("PurgesLeft", (self.left + self.failed) as f64, Unit::Count),
+                ("PurgeEventsDeleted", self.events_deleted as f64, Unit::Count),
+                ("OldestPendingPurgeSeconds", self.oldest_pending_secs as f64, Unit::Seconds),
+            ],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_stops_a_margin_before_its_deadline_and_within_its_budget() {
+        let now_ms = crate::clock::Timestamp::now().epoch_millis() as u64;
+        let soon = sweep_deadline(now_ms + 20_000) - std::time::Instant::now();
+        assert!(soon <= std::time::Duration::from_secs(15), "{soon:?}");
+        assert!(soon >= std::time::Duration::from_secs(14), "{soon:?}");
+        let later = sweep_deadline(now_ms + 900_000) - std::time::Instant::now();
+        assert!(later <= SWEEP_BUDGET && later >= SWEEP_BUDGET - std::time::Duration::from_secs(1));
+        // cargo lambda watch's deadline (a duration, in the past as a time): the budget.
+        let local = sweep_deadline(600_000) - std::time::Instant::now();
+        assert!(local <= SWEEP_BUDGET && local >= SWEEP_BUDGET - std::time::Duration::from_secs(1));
+        // Less than the margin left: stop at once.
+        assert!(sweep_deadline(now_ms + 1_000) <= std::time::Instant::now());
     }
 }

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::domain::UserScope;
 use crate::error::ApiError;
 use crate::store::{Attempts, StoreError, Transaction, get_s, n, retry_conflicts, s, transact};
@@ -50,7 +50,7 @@ impl Limit {
     }
 
     /// The window that contains `now`.
-    pub fn window_at(&self, now: Instant) -> Window {
+    pub fn window_at(&self, now: Timestamp) -> Window {
         let length_ms = i64::from(self.window_secs) * 1000;
         let index = now.epoch_millis().div_euclid(length_ms);
         Window { index, ends_at_ms: (index + 1) * length_ms }
@@ -69,7 +69,7 @@ pub struct Window {
 impl Window {
     /// Whole seconds from `now` until this window ends, rounded up and at least 1: the
     /// `Retry-After` a refused request is told.
-    pub fn retry_after_secs(&self, now: Instant) -> u64 {
+    pub fn retry_after_secs(&self, now: Timestamp) -> u64 {
         let remaining_ms = (self.ends_at_ms - now.epoch_millis()).max(0) as u64;
         remaining_ms.div_ceil(1000).max(1)
     }
@@ -193,7 +193,7 @@ impl RateLimiter {
         &self,
         scope: &UserScope,
         route: &RouteLimits,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<(), ApiError> {
         match route.limits.as_slice() {
             [] => Ok(()),
@@ -210,7 +210,7 @@ impl RateLimiter {
         scope: &UserScope,
         route: &RouteLimits,
         limit: Limit,
-        now: Instant,
+        now: Timestamp,
         request: Option<&str>,
     ) -> Update {
         let window = limit.window_at(now);
@@ -242,7 +242,7 @@ impl RateLimiter {
         scope: &UserScope,
         route: &RouteLimits,
         limit: Limit,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<(), ApiError> {
         // One limit needs no transaction: the counter update as a plain UpdateItem (one round
         // trip, half the write cost of a transaction), naming this request. When the write
@@ -292,7 +292,7 @@ impl RateLimiter {
         scope: &UserScope,
         route: &RouteLimits,
         limits: &[Limit],
-        now: Instant,
+        now: Timestamp,
     ) -> Result<(), ApiError> {
         let items: Vec<TransactWriteItem> = limits
             .iter()
@@ -314,7 +314,7 @@ pub fn counter_key(scope: &UserScope, route: &RouteLimits, limit: Limit, window:
     format!("{}#{}#{}#{}", route.route, scope.user_id(), limit.window_secs, window.index)
 }
 
-fn refused(route: &RouteLimits, limit: Limit, now: Instant) -> ApiError {
+fn refused(route: &RouteLimits, limit: Limit, now: Timestamp) -> ApiError {
     ApiError::RateLimited {
         limit: limit.max,
         what: route.what,
@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn windows_align_to_the_epoch() {
         let limit = Limit::per_minute(30);
-        let at = |ms| limit.window_at(Instant::from_epoch_millis(ms));
+        let at = |ms| limit.window_at(Timestamp::from_epoch_millis(ms));
         assert_eq!(at(0), Window { index: 0, ends_at_ms: 60_000 });
         assert_eq!(at(59_999), Window { index: 0, ends_at_ms: 60_000 });
         assert_eq!(at(60_000), Window { index: 1, ends_at_ms: 120_000 });
@@ -339,7 +339,7 @@ mod tests {
     #[test]
     fn retry_after_rounds_up_to_whole_seconds_and_is_at_least_one() {
         let limit = Limit::per_minute(30);
-        let now = |ms| Instant::from_epoch_millis(ms);
+        let now = |ms| Timestamp::from_epoch_millis(ms);
         assert_eq!(limit.window_at(now(0)).retry_after_secs(now(0)), 60);
         assert_eq!(limit.window_at(now(58_001)).retry_after_secs(now(58_001)), 2);
         assert_eq!(limit.window_at(now(59_999)).retry_after_secs(now(59_999)), 1);
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn counters_expire_a_minute_after_their_window() {
-        let window = Limit::per_minute(1).window_at(Instant::from_epoch_millis(61_000));
+        let window = Limit::per_minute(1).window_at(Timestamp::from_epoch_millis(61_000));
         assert_eq!(window.expires_at_secs(), 120 + 60);
     }
 
@@ -358,7 +358,7 @@ mod tests {
         let scope = UserScope::from_auth_record("u1".into(), "o1".into());
         let RateLimits { cancel, create_session, message, reads } = RateLimits::default();
         let minute = Limit::per_minute(10);
-        let window = minute.window_at(Instant::from_epoch_millis(120_000));
+        let window = minute.window_at(Timestamp::from_epoch_millis(120_000));
         assert_eq!(counter_key(&scope, &create_session, minute, window), "create-session#u1#60#2");
         assert_eq!(counter_key(&scope, &cancel, minute, window), "cancel#u1#60#2");
         assert_eq!(counter_key(&scope, &message, minute, window), "message#u1#60#2");

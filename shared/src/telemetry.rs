@@ -114,7 +114,7 @@ pub fn emit(route: &str, metrics: &[(&str, f64, Unit)]) {
     {
         return;
     }
-    let line = emf_line(route, metrics, crate::clock::Instant::now().epoch_millis());
+    let line = emf_line(route, metrics, crate::clock::Timestamp::now().epoch_millis());
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
 }
@@ -138,7 +138,7 @@ pub fn record_termination(
     route: &str,
     session: &crate::store::sessions::SessionRecord,
     termination: crate::store::sessions::Termination,
-    now: crate::clock::Instant,
+    now: crate::clock::Timestamp,
 ) {
     use crate::store::sessions::Termination;
     let cancelled_at = session

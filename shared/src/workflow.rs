@@ -1,7 +1,7 @@
 //! Starting runs of the turn workflow, and answering its poll step.
 //!
 //! The Step Functions state machine in `infra/workflow/turn.asl.json` starts the turn's
-//! worker, then loops on `Poll`: it invokes the checker ([`crate::turn`]) with a task token and
+//! worker, then loops on `Poll`: it invokes the checker ([`crate::checker`]) with a task token and
 //! waits for that token at most one poll interval. Nobody answers a token while the turn
 //! simply goes on (the timeout is the loop's wait); the checker answers it when the run must
 //! stop or start its next turn, and a cancel answers it to wake the run at once

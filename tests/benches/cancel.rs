@@ -6,11 +6,11 @@
 //! Two cancel variants: with the per-container auth cache warm (a user cancelling again
 //! within its TTL) and with the cache disabled (every cancel reads the auth session).
 
-use std::time::{Duration, Instant as Mono};
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use knoq_shared::App;
-use knoq_shared::clock::Instant;
+use knoq_shared::clock::Timestamp;
 use knoq_shared::domain::{MessageText, RunId, SessionId};
 use knoq_shared::rate_limit::{Limit, RouteLimits};
 use knoq_shared::routes::cancel;
@@ -55,7 +55,7 @@ async fn variant(name: &'static str, auth_cache_ttl: Duration) -> Variant {
             let id = SessionId::new();
             let text = MessageText::parse("benchmark session".into()).unwrap();
             app.sessions
-                .create(&scope, &id, &text, &RunId::new(), TURN_TIMEOUT, Instant::now())
+                .create(&scope, &id, &text, &RunId::new(), TURN_TIMEOUT, Timestamp::now())
                 .await
                 .unwrap();
             ids.push(id.as_string());
@@ -108,7 +108,7 @@ async fn main() {
         v.trips.take();
     }
 
-    let started = Mono::now();
+    let started = Instant::now();
     for user in 0..USERS {
         for i in 0..CANCELS_PER_USER {
             for v in variants.iter_mut() {
@@ -119,7 +119,7 @@ async fn main() {
                     caller.with_origin(&origin),
                     json!({ "sessionId": ids[i] }).to_string(),
                 );
-                let t = Mono::now();
+                let t = Instant::now();
                 let response = cancel::handle(&v.app, request).await;
                 v.latencies.push(t.elapsed());
                 let (status, _, body) = read(response);
@@ -134,10 +134,10 @@ async fn main() {
                     .update_expression("SET bench_touched_at = :now")
                     .expression_attribute_values(
                         ":now",
-                        AttributeValue::S(Instant::now().rfc3339()),
+                        AttributeValue::S(Timestamp::now().rfc3339()),
                     )
             };
-            let t = Mono::now();
+            let t = Instant::now();
             touch().send().await.expect("bare UpdateItem");
             bare.push(t.elapsed());
             // The same write with a condition of the cancel's shape: what the emulator charges
@@ -151,12 +151,12 @@ async fn main() {
                     )
                     .expression_attribute_values(":user", owner.clone())
             };
-            let t = Mono::now();
+            let t = Instant::now();
             conditional_touch().send().await.expect("conditional UpdateItem");
             conditional.push(t.elapsed());
             // ...and asking for the updated attributes back, as the cancel does to learn
             // whether a run is live: what the emulator charges for building return values.
-            let t = Mono::now();
+            let t = Instant::now();
             conditional_touch()
                 .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
                 .send()
@@ -164,8 +164,8 @@ async fn main() {
                 .expect("conditional UpdateItem returning values");
             returning.push(t.elapsed());
             // One rate-limit counter update, the cancel's first write.
-            let t = Mono::now();
-            counter_app.limiter.admit(&counter_scope, &unlimited, Instant::now()).await.unwrap();
+            let t = Instant::now();
+            counter_app.limiter.admit(&counter_scope, &unlimited, Timestamp::now()).await.unwrap();
             counter.push(t.elapsed());
         }
     }

@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant as Mono, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use knoq_shared::App;
-use knoq_shared::clock::Instant;
+use knoq_shared::clock::Timestamp;
 use knoq_shared::domain::{MessageText, RunId, SessionId};
 use knoq_shared::workflow::TURN_TIMEOUT;
 use knoq_tests::*;
@@ -71,16 +71,16 @@ struct Invocation {
 #[derive(Debug)]
 struct Outcome {
     /// When `GET /next` handed the event over.
-    polled_at: Mono,
+    polled_at: Instant,
     /// When the emulator had read the whole response (or error) body.
-    answered_at: Mono,
+    answered_at: Instant,
     /// `/response` (Ok) or `/error` (Err), with the body.
     result: Result<Vec<u8>, String>,
 }
 
 struct State {
     queue: tokio::sync::Mutex<mpsc::Receiver<Invocation>>,
-    pending: Mutex<HashMap<String, (oneshot::Sender<Outcome>, Mono)>>,
+    pending: Mutex<HashMap<String, (oneshot::Sender<Outcome>, Instant)>>,
     init_error: Mutex<Option<oneshot::Sender<String>>>,
     next_id: AtomicU64,
     function_arn: String,
@@ -308,7 +308,7 @@ async fn write_response(
 async fn serve_connection(stream: TcpStream, state: Arc<State>) {
     let mut reader = BufReader::new(stream);
     while let Ok(Some(request)) = read_request(&mut reader).await {
-        let received = Mono::now();
+        let received = Instant::now();
         let accepted = br#"{"status":"OK"}"#;
         let path = request.path.strip_prefix("/2018-06-01/runtime/").unwrap_or("");
         let written = match (request.method.as_str(), path) {
@@ -320,7 +320,11 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>) {
                     std::process::id(),
                     state.next_id.fetch_add(1, Ordering::Relaxed)
                 );
-                state.pending.lock().unwrap().insert(id.clone(), (invocation.outcome, Mono::now()));
+                state
+                    .pending
+                    .lock()
+                    .unwrap()
+                    .insert(id.clone(), (invocation.outcome, Instant::now()));
                 let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
                 let trace = format!(
                     "Root=1-{:08x}-{:024x};Parent={:016x};Sampled=0",
@@ -518,7 +522,7 @@ async fn fresh_session(app: &App, caller: &Caller) -> String {
     let id = SessionId::new();
     let text = MessageText::parse("benchmark session".into()).unwrap();
     app.sessions
-        .create(&scope, &id, &text, &RunId::new(), TURN_TIMEOUT, Instant::now())
+        .create(&scope, &id, &text, &RunId::new(), TURN_TIMEOUT, Timestamp::now())
         .await
         .expect("create a session");
     id.as_string()
@@ -588,7 +592,7 @@ async fn main() {
         let session = fresh_session(&app, &caller).await;
         let event = cancel_event(&app, &caller, &session, round);
         let mut api = RuntimeApi::start(&function.region).await;
-        let started = Mono::now();
+        let started = Instant::now();
         let mut child = function.spawn(&api, starts);
         starts += 1;
         let outcome = api.invoke(&event, &mut child, &log).await;
@@ -604,7 +608,7 @@ async fn main() {
     // The load: every user's sequence is (first cancel of a fresh session, then repeats of
     // it and of the user's first session) x 3; users take turns, so their cookies stay in
     // the auth cache.
-    let setup = Mono::now();
+    let setup = Instant::now();
     let callers: Vec<Caller> =
         futures::stream::iter(0..LOAD_USERS).map(|_| new_caller()).buffered(4).collect().await;
     let fresh_per_user = REQUESTS_PER_USER.div_ceil(FRESH_EVERY);
@@ -629,7 +633,7 @@ async fn main() {
     let mut warm = Vec::new();
     let mut hwm_after_first = 0;
     let (mut fresh, mut repeats) = (0, 0);
-    let load = Mono::now();
+    let load = Instant::now();
     'load: for i in 0..REQUESTS_PER_USER {
         for (user, caller) in callers.iter().enumerate() {
             if load.elapsed() >= Duration::from_secs(LOAD_SECS) {

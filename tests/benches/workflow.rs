@@ -14,7 +14,7 @@
 //! the event's `occurred_at` (waiting for the next poll, plus the checker's work up to the
 //! write), and the rest (the write committing, plus the 5 ms measurement poll).
 
-use std::time::{Duration, Instant as Mono};
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
@@ -72,7 +72,7 @@ async fn one_turn(client: &ApiClient) -> Sample {
     let window = ANSWER.as_secs_f64() - 2.0;
     tokio::time::sleep(Duration::from_secs_f64(0.5 + window * fraction())).await;
     client.cancel(&id).await;
-    let answered = Mono::now();
+    let answered = Instant::now();
     let answered_ms = epoch_ms();
     let occurred_at = loop {
         if let Some(at) = terminated_event(&db, &events, &id).await {
@@ -118,7 +118,7 @@ fn row(name: &str, mut samples: Vec<Duration>, interval: Duration) {
 async fn main() {
     let workflow = config().workflow;
     let interval = Duration::from_secs(workflow.poll_interval_secs);
-    let started = Mono::now();
+    let started = Instant::now();
     let mut samples = Vec::new();
     for _ in 0..TURNS.div_ceil(AT_ONCE) {
         let client = ApiClient::for_new_caller().await;

@@ -1,4 +1,4 @@
-//! Lambda the turn state machine invokes on every poll cycle; see `knoq_shared::turn`.
+//! Lambda the turn state machine invokes on every poll cycle; see `knoq_shared::checker`.
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

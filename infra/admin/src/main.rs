@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use knoq_shared::app::DynamoDbClient;
 use knoq_shared::auth::{new_token, token_hash};
-use knoq_shared::clock::Instant;
+use knoq_shared::clock::Timestamp;
 use knoq_shared::config::DEFAULT_COOKIE_NAME;
 use knoq_shared::store::auth_sessions::{AuthRecord, AuthSessionStore};
 
@@ -71,7 +71,7 @@ async fn issue_token(args: &[String]) -> Result<(), String> {
     let record = AuthRecord {
         user_id: user_id.to_string(),
         org_id: org_id.to_string(),
-        expires_at_secs: Instant::now().epoch_secs() + ttl_hours * 3600,
+        expires_at_secs: Timestamp::now().epoch_secs() + ttl_hours * 3600,
     };
     store.put(&token_hash(&token), &record).await.map_err(|e| e.to_string())?;
     println!("{token}");

@@ -11,7 +11,7 @@
 //!   store stretches the lease and a healthy one (tens of ms) leaves it at the base;
 //! - while any store call of the worker is in flight, a renewal is sent beside it every
 //!   heartbeat, its lease stretched by how long that call has been waiting
-//!   ([`crate::agent::runtime`] does this around each write).
+//!   ([`crate::agent::worker`] does this around each write).
 //!
 //! The stretch is capped ([`MAX_STRETCH`]), so a worker that dies while the store is slow is
 //! still taken for dead within the base lease plus the cap.
@@ -19,7 +19,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 
 /// The most a slow store may add to the lease.
 pub const MAX_STRETCH: Duration = Duration::from_secs(120);
@@ -59,9 +59,9 @@ impl LeaseClock {
     }
 
     /// When the lease of a write sent now ends.
-    pub fn until(&self, pending_for: Duration) -> Instant {
+    pub fn until(&self, pending_for: Duration) -> Timestamp {
         let lease = self.base + self.stretch(pending_for);
-        Instant::from_epoch_millis(Instant::now().epoch_millis() + lease.as_millis() as i64)
+        Timestamp::from_epoch_millis(Timestamp::now().epoch_millis() + lease.as_millis() as i64)
     }
 
     /// Records that a store call took `took`: the slowest recent call, an eighth of it
@@ -94,7 +94,7 @@ mod tests {
         // A write that waited 22 s (seed 304's p95): the next leases are 15 + 44 s.
         clock.observe(Duration::from_secs(22));
         assert_eq!(clock.stretch(Duration::ZERO), Duration::from_secs(44));
-        let until = clock.until(Duration::ZERO).epoch_millis() - Instant::now().epoch_millis();
+        let until = clock.until(Duration::ZERO).epoch_millis() - Timestamp::now().epoch_millis();
         assert!((58_900..=59_000).contains(&until), "{until} ms");
         // A call still waiting longer than any seen stretches it further, up to the cap.
         assert_eq!(clock.stretch(Duration::from_secs(30)), Duration::from_secs(60));

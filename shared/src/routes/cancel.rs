@@ -22,12 +22,13 @@ use serde_json::{Value, json};
 
 use super::{respond, session_id_from};
 use crate::app::App;
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::domain::SessionId;
 use crate::error::ApiError;
 use crate::http::JsonObject;
 use crate::store::sessions::{CancelOutcome, SessionRecord};
 use crate::telemetry::{self, Unit};
+use crate::test_hooks::{TestHooks, WakeUpFault};
 use crate::workflow::TokenError;
 
 /// The route, as API Gateway names it and as the metrics' `Route` dimension reads.
@@ -41,7 +42,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
     let scope = app.auth.authenticate(request).await?;
     app.auth.require_same_origin(request)?;
-    let now = Instant::now();
+    let now = Timestamp::now();
     app.limiter.admit(&scope, &app.config.rate_limits.cancel, now).await?;
     let body = JsonObject::from_request(request)?;
     let session_id = parse_session_id(&body)?;
@@ -61,7 +62,7 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
                 // (or is between two polls). End the session now rather than when the lease
                 // runs out; a run that is alive finds the termination written at its next poll.
                 let termination = app.sessions.terminate(&session, "cancelled", now).await?;
-                telemetry::record_termination(ROUTE, &session, termination, Instant::now());
+                telemetry::record_termination(ROUTE, &session, termination, Timestamp::now());
             }
             if !run_is_live {
                 // One strongly consistent read, only on this path: the termination needs the
@@ -81,10 +82,6 @@ async fn cancel(app: &App, request: &Request) -> Result<Value, ApiError> {
     }
 }
 
-/// The request header with which a test, where fault injection is enabled, makes the
-/// wake-up fail: `skip` never makes the call, `refuse` sends a token Step Functions refuses.
-pub const WAKE_UP_FAULT_HEADER: &str = "x-knoq-fault-wake-up";
-
 /// What a wake-up found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wake {
@@ -100,16 +97,10 @@ enum Wake {
 
 /// Answers the poll step's token so the run sees the cancel now; never fails the request.
 async fn wake_the_run(app: &App, request: &Request, token: &str) -> Wake {
-    let fault = app
-        .config
-        .workflow
-        .fault_injection
-        .then(|| request.headers().get(WAKE_UP_FAULT_HEADER).and_then(|v| v.to_str().ok()))
-        .flatten();
-    let woken = match fault {
-        Some("skip") => return Wake::NotTried,
-        Some("refuse") => app.workflow.wake("not-a-task-token").await,
-        _ => app.workflow.wake(token).await,
+    let woken = match TestHooks::new(app.config.workflow.fault_injection).wake_up_fault(request) {
+        Some(WakeUpFault::Skip) => return Wake::NotTried,
+        Some(WakeUpFault::Refuse) => app.workflow.wake("not-a-task-token").await,
+        None => app.workflow.wake(token).await,
     };
     match woken {
         Ok(()) => Wake::Sent,
@@ -130,11 +121,11 @@ async fn wake_the_run(app: &App, request: &Request, token: &str) -> Wake {
 async fn end_unless_a_run_will(
     app: &App,
     session: &SessionRecord,
-    now: Instant,
+    now: Timestamp,
 ) -> Result<(), ApiError> {
     if session.terminated_at.is_none() && session.live_run(now).is_none() {
         let termination = app.sessions.terminate(session, "cancelled", now).await?;
-        telemetry::record_termination(ROUTE, session, termination, Instant::now());
+        telemetry::record_termination(ROUTE, session, termination, Timestamp::now());
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{respond, start_run};
 use crate::app::App;
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::domain::{MessageText, RunId, SessionId, TextError};
 use crate::error::ApiError;
 use crate::http::JsonObject;
@@ -25,7 +25,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 async fn create(app: &App, request: &Request) -> Result<Value, ApiError> {
     let scope = app.auth.authenticate(request).await?;
     app.auth.require_same_origin(request)?;
-    let now = Instant::now();
+    let now = Timestamp::now();
     app.limiter.admit(&scope, &app.config.rate_limits.create_session, now).await?;
     let text = parse_text(&JsonObject::from_request(request)?)?;
     let policy = app.organisations.policy(scope.org_id()).await?;

@@ -19,19 +19,16 @@ use serde_json::{Value, json};
 
 use super::{respond, session_id_from};
 use crate::app::App;
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::domain::SessionId;
 use crate::error::ApiError;
 use crate::http::query_param;
 use crate::purge::DELETE_PURGE_BUDGET;
 use crate::store::sessions::DeleteMark;
 use crate::telemetry::{self, Unit};
+use crate::test_hooks::TestHooks;
 
 const ROUTE: &str = "DELETE /api/managed-agents/session";
-
-/// The request header with which a test, where fault injection is enabled, shortens the
-/// purge budget (milliseconds; 0 removes one batch of events and leaves the rest).
-pub const PURGE_BUDGET_FAULT_HEADER: &str = "x-knoq-fault-purge-budget-ms";
 
 /// Handles one delete request.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
@@ -45,7 +42,7 @@ async fn delete(app: &App, request: &Request) -> Result<Value, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("sessionId is required".into()))?;
     let session_id = session_id_from(&raw_id)?;
     let request_id = super::request_id(request);
-    match app.sessions.mark_deleted(&scope, &session_id, &request_id, Instant::now()).await? {
+    match app.sessions.mark_deleted(&scope, &session_id, &request_id, Timestamp::now()).await? {
         DeleteMark::Marked => {
             purge_within_budget(app, request, &session_id).await;
             Ok(json!({ "ok": true }))
@@ -62,13 +59,9 @@ async fn delete(app: &App, request: &Request) -> Result<Value, ApiError> {
 /// Purges the marked session for up to the budget; whatever is left, the sweeper finishes.
 /// Never fails the request: the session is already gone for its owner.
 async fn purge_within_budget(app: &App, request: &Request, session_id: &SessionId) {
-    let budget = app
-        .config
-        .workflow
-        .fault_injection
-        .then(|| request.headers().get(PURGE_BUDGET_FAULT_HEADER)?.to_str().ok()?.parse().ok())
-        .flatten()
-        .map_or(DELETE_PURGE_BUDGET, std::time::Duration::from_millis);
+    let budget = TestHooks::new(app.config.workflow.fault_injection)
+        .purge_budget(request)
+        .unwrap_or(DELETE_PURGE_BUDGET);
     let deadline = std::time::Instant::now() + budget;
     let left = match app.purger.purge_session(session_id, deadline).await {
         Ok(progress) if progress.finished => {

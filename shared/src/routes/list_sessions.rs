@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::respond;
 use crate::app::App;
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::error::ApiError;
 
 /// Most sessions one list answers.
@@ -26,7 +26,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 
 async fn list(app: &App, request: &Request) -> Result<Value, ApiError> {
     let scope = app.auth.authenticate(request).await?;
-    let now = Instant::now();
+    let now = Timestamp::now();
     app.limiter.admit(&scope, &app.config.rate_limits.reads, now).await?;
     let sessions: Vec<Value> = app
         .sessions
@@ -37,7 +37,7 @@ async fn list(app: &App, request: &Request) -> Result<Value, ApiError> {
             let mut summary = json!({
                 "id": session.id,
                 "title": session.title,
-                "status": session.visible_status(now),
+                "status": session.visible_status(now).as_str(),
                 "createdAt": session.created_at,
                 "updatedAt": session.updated_at,
             });

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::{respond, session_id_from, start_run};
 use crate::app::App;
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::domain::{EventType, RunId};
 use crate::error::ApiError;
 use crate::http::JsonObject;
@@ -38,7 +38,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 async fn message(app: &App, request: &Request) -> Result<Value, ApiError> {
     let scope = app.auth.authenticate(request).await?;
     app.auth.require_same_origin(request)?;
-    app.limiter.admit(&scope, &app.config.rate_limits.message, Instant::now()).await?;
+    app.limiter.admit(&scope, &app.config.rate_limits.message, Timestamp::now()).await?;
     let body = JsonObject::from_request(request)?;
     let session_id = session_id_from(&body.required_string("sessionId")?)?;
     let text = parse_text(&body)?;
@@ -49,7 +49,7 @@ async fn message(app: &App, request: &Request) -> Result<Value, ApiError> {
         if session.cancelled_at.is_some() {
             return Err(ApiError::SessionCancelled);
         }
-        let now = Instant::now();
+        let now = Timestamp::now();
         match session.live_run(now) {
             Some(run) => {
                 if app.sessions.append_message_queued(&session, &event, &run.id, now).await? {

@@ -11,11 +11,11 @@ pub mod transcript;
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 
 use crate::app::App;
-use crate::clock::Instant;
+use crate::checker::error_event;
+use crate::clock::Timestamp;
 use crate::domain::{RunId, SessionId};
 use crate::error::ApiError;
 use crate::http::json_response;
-use crate::turn::error_event;
 
 /// The Lambda request id of this invocation, or a fresh UUID when called outside Lambda.
 pub fn request_id(request: &Request) -> String {
@@ -44,7 +44,7 @@ pub async fn start_run(app: &App, session: &SessionId, run: &RunId) -> Result<()
     tracing::error!(session_id = %session, run_id = %run, %error, "run not started");
     if let Some(stored) = app.sessions.get(&session.as_string()).await? {
         let event = error_event("Knoq.StartExecutionFailed");
-        app.sessions.fail_turn(&stored, run, &event, Instant::now()).await?;
+        app.sessions.fail_turn(&stored, run, &event, Timestamp::now()).await?;
     }
     Err(ApiError::WorkflowUnavailable)
 }

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::{respond, session_id_from};
 use crate::app::App;
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::domain::EventId;
 use crate::error::ApiError;
 use crate::http::query_param;
@@ -41,7 +41,7 @@ pub async fn handle(app: &App, request: Request) -> Response<Body> {
 
 async fn transcript(app: &App, request: &Request) -> Result<Value, ApiError> {
     let scope = app.auth.authenticate(request).await?;
-    app.limiter.admit(&scope, &app.config.rate_limits.reads, Instant::now()).await?;
+    app.limiter.admit(&scope, &app.config.rate_limits.reads, Timestamp::now()).await?;
     let raw_id = query_param(request, "sessionId")?
         .ok_or_else(|| ApiError::BadRequest("sessionId is required".into()))?;
     let session_id = session_id_from(&raw_id)?;
@@ -67,7 +67,7 @@ async fn transcript(app: &App, request: &Request) -> Result<Value, ApiError> {
             })
         })
         .collect();
-    let run = session.live_run(Instant::now()).map(|run| run.id.as_str().to_owned());
+    let run = session.live_run(Timestamp::now()).map(|run| run.id.as_str().to_owned());
     Ok(json!({
         "title": session.title,
         "workflowRunId": run,

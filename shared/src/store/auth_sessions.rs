@@ -3,7 +3,7 @@
 use aws_sdk_dynamodb::Client;
 
 use super::{StoreError, get_i64, n, require_s, s};
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 
 /// What a stored auth session says about its holder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl AuthSessionStore {
             .item("user_id", s(&record.user_id))
             .item("org_id", s(&record.org_id))
             .item("expires_at", n(record.expires_at_secs))
-            .item("created_at", s(Instant::now().rfc3339()))
+            .item("created_at", s(Timestamp::now().rfc3339()))
             .condition_expression("attribute_not_exists(token_hash)")
             .send()
             .await

@@ -1,4 +1,4 @@
-//! The writes of a turn's worker (see [`crate::agent::runtime`]) on the session item.
+//! The writes of a turn's worker (see [`crate::agent::worker`]) on the session item.
 //!
 //! A run's turn is played by exactly one worker invocation. It claims the turn by writing its
 //! id into `worker_id` (only while none is there), and from then on every write it makes is
@@ -8,10 +8,13 @@
 //! that was given up for dead (its lease ran out; the checker ended the run) cannot write
 //! after the fact, because ending the run removes `worker_id`.
 //!
-//! The lease, `worker_lease_until`, is renewed by every write the worker makes and by a
-//! heartbeat between writes. The heartbeat's guard also fails once the session is cancelled
-//! or deleted: that failure is how the worker learns, within one heartbeat, to drop its model
-//! call.
+//! The lease is renewed by every write the worker makes (`worker_lease_until`) and by a
+//! heartbeat between writes (`worker_renewed_until`); it runs until the later of the two. Two
+//! attributes, because an append the store answers late lands with the lease computed when
+//! it was sent, and must not take back what the renewals sent beside it have granted since
+//! (chaos seed 304, and its test). The heartbeat's guard also fails once the session is
+//! cancelled or deleted: that failure is how the worker learns, within one heartbeat, to drop
+//! its model call (the stop watch, [`SessionStore::turn_is_still_ours`], usually first).
 //!
 //! When the model has finished, the worker records how (`turn_result`, and for a failure
 //! `turn_error_type` and `turn_error_message`) and the turn's token usage; the checker, at
@@ -23,7 +26,7 @@ use aws_sdk_dynamodb::types::{ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::sessions::{Append, NewEvent, SessionRecord, SessionStore};
 use super::{Attempts, StoreError, get_s, n, retry_conflicts, s, updated};
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::domain::{EventId, RunId};
 
 /// The guard of every write a worker makes while it plays the turn.
@@ -84,7 +87,7 @@ impl SessionStore {
         session_id: &str,
         run: &RunId,
         worker_id: &str,
-        lease_until: Instant,
+        lease_until: Timestamp,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let attempts = Attempts::default();
         let result = retry_conflicts(|| {
@@ -135,12 +138,36 @@ impl SessionStore {
     pub async fn renew_lease(
         &self,
         turn: &ClaimedTurn,
-        lease_until: Instant,
+        lease_until: Timestamp,
     ) -> Result<bool, StoreError> {
-        self.update_own_turn(turn, "SET worker_lease_until = :lease", WORKER_HOLDS_TURN, |u| {
+        self.update_own_turn(turn, "SET worker_renewed_until = :lease", WORKER_HOLDS_TURN, |u| {
             u.expression_attribute_values(":lease", n(lease_until.epoch_millis()))
         })
         .await
+    }
+
+    /// Whether the turn is still the worker's to play: the session neither cancelled nor
+    /// being deleted, its active run and claimed worker still these. One strongly consistent
+    /// `GetItem` (1 read unit while the item is under 4 KB; the projection trims what is sent,
+    /// not what is billed): what the worker's stop watch reads every
+    /// [`crate::agent::worker::STOP_WATCH_EVERY`], so a cancel stops the model call within
+    /// about that long whatever the poll interval. A session that is gone is not ours.
+    pub async fn turn_is_still_ours(&self, turn: &ClaimedTurn) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.sessions_table)
+            .key("id", s(&turn.session_id))
+            .consistent_read(true)
+            .projection_expression("cancelled_at, deleted_at, active_run, worker_id")
+            .send()
+            .await
+            .map_err(|error| StoreError::sdk("GetItem", error))?;
+        let Some(item) = output.item else { return Ok(false) };
+        Ok(get_s(&item, "cancelled_at").is_none()
+            && get_s(&item, "deleted_at").is_none()
+            && get_s(&item, "active_run") == Some(turn.run.as_str())
+            && get_s(&item, "worker_id") == Some(turn.worker_id.as_str()))
     }
 
     /// Appends one event of the turn at the worker's step, renewing the lease, and advances
@@ -151,8 +178,8 @@ impl SessionStore {
         &self,
         turn: &mut ClaimedTurn,
         event: &NewEvent,
-        lease_until: Instant,
-        now: Instant,
+        lease_until: Timestamp,
+        now: Timestamp,
     ) -> Result<bool, StoreError> {
         let event = event.clone().in_turn(turn.turn_seq);
         for _ in 0..5 {

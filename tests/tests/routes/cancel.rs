@@ -3,7 +3,7 @@
 
 use futures::future::join_all;
 use knoq_shared::App;
-use knoq_shared::clock::Instant;
+use knoq_shared::clock::Timestamp;
 use knoq_shared::domain::SessionId;
 use knoq_shared::routes::{cancel, create_session};
 use knoq_shared::store::sessions::CancelOutcome;
@@ -209,7 +209,7 @@ async fn many_concurrent_cancels_of_one_session_make_exactly_one_first_cancel() 
             let (app, scope, session_id) = (&app, &scope, &session_id);
             let request = format!("request-{i}");
             async move {
-                app.sessions.cancel(scope, session_id, &request, Instant::now()).await.unwrap()
+                app.sessions.cancel(scope, session_id, &request, Timestamp::now()).await.unwrap()
             }
         }))
         .await;

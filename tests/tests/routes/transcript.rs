@@ -3,7 +3,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use knoq_shared::App;
-use knoq_shared::clock::Instant;
+use knoq_shared::clock::Timestamp;
 use knoq_shared::domain::{EventId, MessageText, RunId, SessionId};
 use knoq_shared::routes::transcript::{self, PAGE_SIZE};
 use knoq_shared::workflow::TURN_TIMEOUT;
@@ -33,7 +33,7 @@ async fn session_with_texts(
     let id = SessionId::new();
     let text = MessageText::parse("A long conversation".into()).unwrap();
     app.sessions
-        .create(&scope, &id, &text, &RunId::new(), TURN_TIMEOUT, Instant::now())
+        .create(&scope, &id, &text, &RunId::new(), TURN_TIMEOUT, Timestamp::now())
         .await
         .unwrap();
     let db = dynamodb().await;
@@ -44,7 +44,7 @@ async fn session_with_texts(
             .item("session_id", AttributeValue::S(id.as_string()))
             .item("event_id", AttributeValue::S(event_id.clone()))
             .item("type", AttributeValue::S("agent_message".into()))
-            .item("occurred_at", AttributeValue::S(Instant::now().rfc3339()))
+            .item("occurred_at", AttributeValue::S(Timestamp::now().rfc3339()))
             .item("payload", AttributeValue::S(json!({ "text": text_of(i) }).to_string()))
             .send()
             .await
@@ -166,7 +166,7 @@ async fn events_past_the_sessions_last_event_wait_for_the_next_read() {
         .item("session_id", AttributeValue::S(id.clone()))
         .item("event_id", AttributeValue::S(EventId::new().as_str().to_owned()))
         .item("type", AttributeValue::S("agent_message".into()))
-        .item("occurred_at", AttributeValue::S(Instant::now().rfc3339()))
+        .item("occurred_at", AttributeValue::S(Timestamp::now().rfc3339()))
         .item("payload", AttributeValue::S("{}".into()))
         .send()
         .await

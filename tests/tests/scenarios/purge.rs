@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use knoq_shared::App;
-use knoq_shared::clock::Instant;
+use knoq_shared::clock::Timestamp;
 use knoq_shared::domain::{EventId, SessionId};
-use knoq_shared::routes::delete_session::PURGE_BUDGET_FAULT_HEADER;
+use knoq_shared::test_hooks::PURGE_BUDGET_FAULT_HEADER;
 use knoq_tests::*;
 use serde_json::{Value, json};
 
@@ -32,7 +32,7 @@ async fn add_events(app: &App, session_id: &str, count: usize) {
                 .item("session_id", AttributeValue::S(session_id.into()))
                 .item("event_id", AttributeValue::S(EventId::new().as_str().to_owned()))
                 .item("type", AttributeValue::S("agent_message".into()))
-                .item("occurred_at", AttributeValue::S(Instant::now().rfc3339()))
+                .item("occurred_at", AttributeValue::S(Timestamp::now().rfc3339()))
                 .item(
                     "payload",
                     AttributeValue::S(json!({ "text": format!("part {i}") }).to_string()),
@@ -128,7 +128,7 @@ async fn a_purge_resumed_with_no_time_left_still_gets_on_a_batch_at_a_time() {
     let id = quiet_session(&app, &caller, "Long").await;
     add_events(&app, &id, 59).await;
     let session = SessionId::parse(&id).unwrap();
-    app.sessions.mark_deleted(&scope, &session, &unique("delete"), Instant::now()).await.unwrap();
+    app.sessions.mark_deleted(&scope, &session, &unique("delete"), Timestamp::now()).await.unwrap();
 
     let mut rounds = Vec::new();
     loop {
@@ -144,7 +144,7 @@ async fn a_purge_resumed_with_no_time_left_still_gets_on_a_batch_at_a_time() {
     // The queue no longer names it (the index is eventually consistent: give it a moment).
     let mut queued = true;
     for _ in 0..20 {
-        let page = app.sessions.pending_purges(Instant::now(), 1000, None).await.unwrap();
+        let page = app.sessions.pending_purges(Timestamp::now(), 1000, None).await.unwrap();
         queued = page.sessions.iter().any(|(queued, _)| *queued == session);
         if !queued {
             break;

@@ -398,22 +398,22 @@ async fn unrelated_cookies_with_any_characters_do_not_hide_the_session_cookie() 
 /// delete leaves them: still in the owner index, never to be listed. The live ids, newest
 /// first.
 async fn sessions_some_deleted(caller: &Caller, count: usize, deleted: &[usize]) -> Vec<String> {
-    use knoq_shared::clock::Instant;
+    use knoq_shared::clock::Timestamp;
     use knoq_shared::domain::{MessageText, RunId, SessionId};
     let app = app().await;
     let scope = scope_of(&app, caller).await;
-    let start = Instant::now().epoch_millis() - 3_600_000;
+    let start = Timestamp::now().epoch_millis() - 3_600_000;
     let mut live = Vec::new();
     for index in 0..count {
         let id = SessionId::new();
         let at = start + 1_000 * index as i64;
         let text = MessageText::parse(format!("Session {index}")).unwrap();
         let timeout = knoq_shared::workflow::TURN_TIMEOUT;
-        let created = Instant::from_epoch_millis(at);
+        let created = Timestamp::from_epoch_millis(at);
         app.sessions.create(&scope, &id, &text, &RunId::new(), timeout, created).await.unwrap();
         if deleted.contains(&(count - 1 - index)) {
             // Deleted half a second later: the same place in the order.
-            let marked = Instant::from_epoch_millis(at + 500);
+            let marked = Timestamp::from_epoch_millis(at + 500);
             app.sessions.mark_deleted(&scope, &id, &unique("delete"), marked).await.unwrap();
         } else {
             live.push(id.as_string());
@@ -490,7 +490,7 @@ async fn a_lost_response_of_a_counter_write_counts_the_request_once() {
     let caller = new_caller().await;
     let scope = scope_of(&app, &caller).await;
     // 2030-01-01T00:00:05Z: a window of its own, far from the clock of other tests.
-    let now = knoq_shared::clock::Instant::from_epoch_millis(1_893_456_005_000);
+    let now = knoq_shared::clock::Timestamp::from_epoch_millis(1_893_456_005_000);
     let cancel = &app.config.rate_limits.cancel;
     // The first write of the counter commits; its answer is lost and the SDK sends it again.
     let lost = Fault::new("UpdateItem", "RateLimitsTable", "CommittedResponseLost")
@@ -526,7 +526,7 @@ async fn a_worker_write_that_meets_a_transaction_on_the_session_does_not_end_the
     let (id, run) = client.create(&text).await;
     let renewals = Fault::new("UpdateItem", "SessionsTable", "TransactionConflictException")
         .containing(&id)
-        .containing("SET worker_lease_until")
+        .containing("SET worker_renewed_until")
         .times(3)
         .plant()
         .await;
@@ -649,7 +649,7 @@ async fn a_lost_response_of_a_token_usage_write_counts_the_tokens_once() {
 /// read once.
 #[tokio::test]
 async fn transcript_pages_of_quote_filled_messages_fit_a_lambda_answer() {
-    use knoq_shared::clock::Instant;
+    use knoq_shared::clock::Timestamp;
     use knoq_shared::domain::EventType;
     use knoq_shared::store::sessions::NewEvent;
     let app = app().await;
@@ -662,7 +662,7 @@ async fn transcript_pages_of_quote_filled_messages_fit_a_lambda_answer() {
         let event = NewEvent::new(EventType::UserMessage, json!({ "text": quotes }));
         assert!(
             app.sessions
-                .append_message_queued(&session, &event, &run.id, Instant::now())
+                .append_message_queued(&session, &event, &run.id, Timestamp::now())
                 .await
                 .unwrap()
         );
@@ -732,7 +732,7 @@ async fn a_cookie_used_right_after_sign_in_authenticates_through_a_stale_read() 
     let record = AuthRecord {
         user_id: unique("user"),
         org_id: unique("org"),
-        expires_at_secs: knoq_shared::clock::Instant::now().epoch_secs() + 3600,
+        expires_at_secs: knoq_shared::clock::Timestamp::now().epoch_secs() + 3600,
     };
     store.put(&hash, &record).await.unwrap();
     let caller = Caller { user_id: record.user_id.clone(), org_id: record.org_id.clone(), token };

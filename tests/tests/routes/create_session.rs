@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::join_all;
-use knoq_shared::clock::Instant;
+use knoq_shared::clock::Timestamp;
 use knoq_shared::domain::{MessageText, RunId, SessionId};
 use knoq_shared::routes::create_session;
 use knoq_shared::workflow::TURN_TIMEOUT;
@@ -155,7 +155,9 @@ async fn session_and_first_event_are_written_both_or_neither() {
     let create = |text| {
         let (app, scope, id) = (&app, &scope, &id);
         async move {
-            app.sessions.create(scope, id, &text, &RunId::new(), TURN_TIMEOUT, Instant::now()).await
+            app.sessions
+                .create(scope, id, &text, &RunId::new(), TURN_TIMEOUT, Timestamp::now())
+                .await
         }
     };
     create(text).await.unwrap();

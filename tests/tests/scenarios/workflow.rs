@@ -9,10 +9,10 @@
 //! watch` over HTTP, one GetItem, one transaction), the test's own 25 ms polling of the
 //! transcript, and a shared two-core machine running other tests at the same time.
 
-use std::time::{Duration, Instant as Mono};
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use knoq_shared::clock::Instant;
+use knoq_shared::clock::Timestamp;
 use knoq_shared::domain::{MessageText, RunId, SessionId};
 use knoq_shared::store::sessions::{CancelOutcome, Termination};
 use knoq_shared::workflow::TURN_TIMEOUT;
@@ -60,7 +60,7 @@ async fn a_cancel_mid_turn_ends_the_run_within_one_poll_interval_keeping_the_tra
     assert_eq!(before["workflowRunId"], run_id.as_str(), "a run is active mid-turn");
 
     assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
-    let answered = Mono::now();
+    let answered = Instant::now();
     let after = client
         .transcript_until(&id, FAST, poll_interval() + Duration::from_secs(10), |t| {
             count_of(t, "status_terminated") > 0
@@ -107,7 +107,7 @@ async fn a_cancel_whose_wake_up_fails_still_ends_the_run_at_the_next_poll() {
             })
             .await;
         let body = json!({ "sessionId": id }).to_string();
-        let header = knoq_shared::routes::cancel::WAKE_UP_FAULT_HEADER;
+        let header = knoq_shared::test_hooks::WAKE_UP_FAULT_HEADER;
         let (status, _, answer) = client.post_with("cancel", body, &[(header, fault)]).await;
         assert_eq!((status.as_u16(), answer), (200, json!({ "ok": true })), "{fault}");
         let answered = std::time::SystemTime::now();
@@ -211,9 +211,9 @@ async fn cancels_timed_to_land_as_the_turn_finishes_still_end_it_exactly_once() 
     let outcomes = join_all(sessions.iter().zip(offsets_ms).map(|((id, _), offset)| {
         let client = &client;
         async move {
-            let deadline = Mono::now() + Duration::from_secs(30);
+            let deadline = Instant::now() + Duration::from_secs(30);
             while !session_item(id).await.unwrap().contains_key("turn_result") {
-                assert!(Mono::now() < deadline, "the worker did not finish");
+                assert!(Instant::now() < deadline, "the worker did not finish");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             tokio::time::sleep(Duration::from_millis(offset)).await;
@@ -249,7 +249,7 @@ async fn a_run_that_never_polls_frees_its_session_when_its_lease_runs_out() {
     let id = SessionId::new();
     let text = MessageText::parse("no execution behind this run".into()).unwrap();
     let lease = Duration::from_millis(1500);
-    app.sessions.create(&scope, &id, &text, &RunId::new(), lease, Instant::now()).await.unwrap();
+    app.sessions.create(&scope, &id, &text, &RunId::new(), lease, Timestamp::now()).await.unwrap();
     let client = ApiClient::new(Some(&caller.token));
     let listed = client.sessions().await;
     assert_eq!(listed[0]["status"], "running", "the lease holds at first");
@@ -277,7 +277,7 @@ async fn every_poll_renews_the_runs_lease() {
     let later = expiry(&session_item(&id).await.unwrap());
     assert!(later >= first + 2 * poll_interval().as_millis() as i64, "{first} -> {later}");
     let lease = knoq_shared::workflow::RUN_LEASE.as_millis() as i64;
-    assert!(later <= Instant::now().epoch_millis() + lease, "a lease, not the execution timeout");
+    assert!(later <= Timestamp::now().epoch_millis() + lease, "a lease, not the execution timeout");
     client.cancel(&id).await;
 }
 
@@ -289,12 +289,12 @@ async fn concurrent_terminations_of_one_cancelled_session_write_one_event() {
     let id = SessionId::new();
     let text = MessageText::parse("no execution behind this run".into()).unwrap();
     let run = RunId::new();
-    app.sessions.create(&scope, &id, &text, &run, TURN_TIMEOUT, Instant::now()).await.unwrap();
-    let outcome = app.sessions.cancel(&scope, &id, "request-1", Instant::now()).await.unwrap();
+    app.sessions.create(&scope, &id, &text, &run, TURN_TIMEOUT, Timestamp::now()).await.unwrap();
+    let outcome = app.sessions.cancel(&scope, &id, "request-1", Timestamp::now()).await.unwrap();
     assert_eq!(outcome, CancelOutcome::Cancelled { run_is_live: true, poll_token: None });
     let session = app.sessions.get(&id.as_string()).await.unwrap().unwrap();
     let results =
-        join_all((0..20).map(|_| app.sessions.terminate(&session, "cancelled", Instant::now())))
+        join_all((0..20).map(|_| app.sessions.terminate(&session, "cancelled", Timestamp::now())))
             .await;
     let written = results.iter().filter(|r| matches!(r, Ok(Termination::Written))).count();
     assert_eq!(written, 1, "{results:?}");
@@ -321,7 +321,9 @@ async fn a_checker_that_keeps_failing_ends_the_turn_with_an_error_event_and_free
         .update_expression("SET inject_fault = :fault")
         .expression_attribute_values(
             ":fault",
-            aws_sdk_dynamodb::types::AttributeValue::S(knoq_shared::turn::CHECKER_FAULT.into()),
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                knoq_shared::test_hooks::CHECKER_FAULT.into(),
+            ),
         )
         .send()
         .await
@@ -364,7 +366,9 @@ async fn a_run_ended_by_its_failure_path_names_the_queued_message_it_leaves_unan
         .update_expression("SET inject_fault = :fault")
         .expression_attribute_values(
             ":fault",
-            aws_sdk_dynamodb::types::AttributeValue::S(knoq_shared::turn::CHECKER_FAULT.into()),
+            aws_sdk_dynamodb::types::AttributeValue::S(
+                knoq_shared::test_hooks::CHECKER_FAULT.into(),
+            ),
         )
         .send()
         .await
@@ -440,7 +444,7 @@ fn n_value(number: i64) -> aws_sdk_dynamodb::types::AttributeValue {
 }
 
 fn rfc3339_ago(ago: Duration) -> String {
-    Instant::from_epoch_millis(epoch_ms() - ago.as_millis() as i64).rfc3339()
+    Timestamp::from_epoch_millis(epoch_ms() - ago.as_millis() as i64).rfc3339()
 }
 
 /// Issue 15, defect 3: a turn whose worker start was lost (the asynchronous invoke, or the
@@ -448,7 +452,7 @@ fn rfc3339_ago(ago: Duration) -> String {
 /// few seconds, instead of ending `worker_lost` a minute later.
 #[tokio::test]
 async fn an_unclaimed_turn_gets_its_worker_started_again() {
-    use knoq_shared::turn::WORKER_RESTART_EVERY;
+    use knoq_shared::checker::WORKER_RESTART_EVERY;
     let app = app().await;
     let caller = new_caller().await;
     let id = quiet_session(&app, &caller, "Nobody started my worker").await;
@@ -491,7 +495,7 @@ async fn a_late_poll_never_stores_its_expired_token_over_a_later_one() {
 /// (which would cut its answer with `run_timeout`).
 #[tokio::test]
 async fn a_queued_turn_late_in_its_execution_is_handed_to_a_new_run() {
-    use knoq_shared::turn::HAND_OVER_AFTER;
+    use knoq_shared::checker::HAND_OVER_AFTER;
     let app = app().await;
     let caller = new_caller().await;
     let later = unique("handed");

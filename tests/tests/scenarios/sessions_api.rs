@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use knoq_shared::clock::Instant;
+use knoq_shared::clock::Timestamp;
 use knoq_shared::domain::{MessageText, RunId, SessionId};
 use knoq_shared::workflow::TURN_TIMEOUT;
 use knoq_tests::*;
@@ -203,7 +203,10 @@ async fn the_list_holds_at_most_fifty() {
     let text = MessageText::parse("many".into()).unwrap();
     for _ in 0..53 {
         let (id, run) = (SessionId::new(), RunId::new());
-        app.sessions.create(&scope, &id, &text, &run, TURN_TIMEOUT, Instant::now()).await.unwrap();
+        app.sessions
+            .create(&scope, &id, &text, &run, TURN_TIMEOUT, Timestamp::now())
+            .await
+            .unwrap();
     }
     let listed = ApiClient::new(Some(&caller.token)).sessions().await;
     assert_eq!(listed.len(), 50);

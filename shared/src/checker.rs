@@ -1,6 +1,6 @@
 //! The checker: what the turn workflow's poll step runs on every cycle.
 //!
-//! The turn itself is played by a worker ([`crate::agent::runtime`]) that the state machine
+//! The turn itself is played by a worker ([`crate::agent::worker`]) that the state machine
 //! starts beside the poll loop; the checker stays the one that decides when a run is over.
 //! Each `poll` reads the session (one strongly consistent `GetItem`) and then, in order:
 //! 1. session gone or being deleted → stop, writing nothing;
@@ -31,11 +31,12 @@ use serde_json::json;
 
 use std::time::Duration;
 
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::domain::{EventType, RunId, SessionId};
 use crate::store::StoreError;
 use crate::store::sessions::{ActiveRun, NewEvent, PollRead, SessionRecord, SessionStore};
 use crate::telemetry;
+use crate::test_hooks::{CHECKER_FAULT, TestHooks};
 use crate::workflow::{RUN_LEASE, TIMEOUT_MARGIN, TURN_TIMEOUT, WorkflowStarter};
 
 /// How long a turn may stay unclaimed before the run starts its worker again (and again
@@ -50,9 +51,6 @@ pub const HAND_OVER_AFTER: Duration = Duration::from_secs(300);
 
 /// The `Route` dimension of the checker's metrics.
 pub const METRICS_ROUTE: &str = "checker";
-
-/// The fault name a test plants on a session (`inject_fault`) to make its polls fail.
-pub const CHECKER_FAULT: &str = "checker";
 
 /// The `error` event that ends a failed run; `error_type` names what failed.
 pub fn error_event(error_type: &str) -> NewEvent {
@@ -79,7 +77,7 @@ struct Poll<'a> {
     run_id: &'a RunId,
     task_token: Option<&'a str>,
     /// When the poll step was entered (`$$.State.EnteredTime`), else when the checker began.
-    entered_at: Instant,
+    entered_at: Timestamp,
     out_of_time: bool,
     /// How long the run's execution has run, when known.
     run_age: Option<Duration>,
@@ -88,14 +86,14 @@ struct Poll<'a> {
 }
 
 /// How long ago `at` (RFC 3339) was at `now`; `None` for an unreadable time.
-fn age(at: &str, now: Instant) -> Option<Duration> {
+fn age(at: &str, now: Timestamp) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc3339(at).ok()?;
     u64::try_from(now.epoch_millis() - at.timestamp_millis()).ok().map(Duration::from_millis)
 }
 
 /// Whether a run whose execution started at `started_at` (RFC 3339) is within
 /// [`TIMEOUT_MARGIN`] of [`TURN_TIMEOUT`] at `now`. An unreadable time is not.
-pub fn near_timeout(started_at: &str, now: Instant) -> bool {
+pub fn near_timeout(started_at: &str, now: Timestamp) -> bool {
     let Ok(started) = chrono::DateTime::parse_from_rfc3339(started_at) else {
         return false;
     };
@@ -366,7 +364,7 @@ impl Checker {
 
     /// Handles one request from the state machine.
     pub async fn handle(&self, request: CheckerRequest) -> Result<CheckerResponse, CheckerError> {
-        let now = Instant::now();
+        let now = Timestamp::now();
         let response = match &request {
             CheckerRequest::Poll {
                 session_id,
@@ -379,7 +377,7 @@ impl Checker {
                 let run = RunId::from_stored(run_id.clone());
                 let out_of_time = run_started_at.as_deref().is_some_and(|at| near_timeout(at, now));
                 let entered_at =
-                    poll_entered_at.as_deref().and_then(Instant::parse_rfc3339).unwrap_or(now);
+                    poll_entered_at.as_deref().and_then(Timestamp::parse_rfc3339).unwrap_or(now);
                 let poll = Poll {
                     session_id,
                     run_id: &run,
@@ -424,7 +422,7 @@ impl Checker {
         }
     }
 
-    async fn poll(&self, poll: Poll<'_>, now: Instant) -> Result<CheckerResponse, CheckerError> {
+    async fn poll(&self, poll: Poll<'_>, now: Timestamp) -> Result<CheckerResponse, CheckerError> {
         let Poll {
             session_id,
             run_id,
@@ -434,7 +432,7 @@ impl Checker {
             run_age,
             state_machine,
         } = poll;
-        let lease = Instant::from_epoch_millis(now.epoch_millis() + RUN_LEASE.as_millis() as i64);
+        let lease = Timestamp::from_epoch_millis(now.epoch_millis() + RUN_LEASE.as_millis() as i64);
         let read = match task_token {
             Some(token) => {
                 match self.sessions.note_poll(session_id, run_id, token, entered_at, lease).await? {
@@ -453,7 +451,7 @@ impl Checker {
             ForRun::GoesOn(session) => session,
             ForRun::Over(answer) => return Ok(answer),
         };
-        if self.fault_injection && session.injected_fault.as_deref() == Some(CHECKER_FAULT) {
+        if TestHooks::new(self.fault_injection).checker_fails(session.injected_fault.as_deref()) {
             return Err(CheckerError::Injected(CHECKER_FAULT.into()));
         }
         let run = session.active_run.as_ref().expect("read_for_run checked the run is active");
@@ -470,7 +468,7 @@ impl Checker {
         let Some(result) = worker.result.as_deref() else {
             let grace = self.worker_start_grace.as_millis() as i64;
             let deadline = worker.lease_until.unwrap_or_else(|| {
-                Instant::from_epoch_millis(run.started_at.epoch_millis() + grace)
+                Timestamp::from_epoch_millis(run.started_at.epoch_millis() + grace)
             });
             if now <= deadline {
                 let unclaimed_for = now.epoch_millis() - run.started_at.epoch_millis();
@@ -537,7 +535,7 @@ impl Checker {
         session: &SessionRecord,
         run: &ActiveRun,
         state_machine: &str,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<CheckerResponse, CheckerError> {
         let next = RunId::new();
         if !self.sessions.hand_over_next_turn(session, run, &next, RUN_LEASE, now).await? {
@@ -576,7 +574,7 @@ impl Checker {
         session: &SessionRecord,
         run_id: &RunId,
         event: &NewEvent,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<CheckerResponse, CheckerError> {
         let event = with_unanswered(event, unanswered_messages(session));
         if self.sessions.fail_turn(session, run_id, &event, now).await? {
@@ -590,7 +588,7 @@ impl Checker {
         session_id: &str,
         run_id: &RunId,
         error: Option<&str>,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<CheckerResponse, CheckerError> {
         let event = error_event(error.unwrap_or("Unknown"));
         // A refusal with the run still active means another event slipped in between the
@@ -616,7 +614,7 @@ impl Checker {
         &self,
         session_id: &str,
         run_id: &RunId,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<ForRun, CheckerError> {
         let read = self.sessions.get(session_id).await?;
         self.judge_for_run(read, run_id, now).await
@@ -629,7 +627,7 @@ impl Checker {
         &self,
         read: Option<SessionRecord>,
         run_id: &RunId,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<ForRun, CheckerError> {
         let Some(session) = read else {
             return Ok(ForRun::Over(CheckerResponse::stop(Outcome::Gone)));
@@ -639,7 +637,7 @@ impl Checker {
         }
         if session.cancelled_at.is_some() {
             let termination = self.sessions.terminate(&session, "cancelled", now).await?;
-            telemetry::record_termination(METRICS_ROUTE, &session, termination, Instant::now());
+            telemetry::record_termination(METRICS_ROUTE, &session, termination, Timestamp::now());
             return Ok(ForRun::Over(CheckerResponse::stop(Outcome::Cancelled)));
         }
         if session.active_run.as_ref().map(|run| &run.id) != Some(run_id) {
@@ -653,7 +651,7 @@ impl Checker {
         &self,
         session_id: &str,
         run_id: &RunId,
-        now: Instant,
+        now: Timestamp,
     ) -> Result<CheckerResponse, CheckerError> {
         Ok(match self.read_for_run(session_id, run_id, now).await? {
             ForRun::GoesOn(_) => CheckerResponse::go_on(),
@@ -760,7 +758,7 @@ mod tests {
     #[test]
     fn a_run_ends_itself_before_its_execution_times_out() {
         let start = "2026-01-01T00:00:00Z";
-        let at = |secs: i64| Instant::from_epoch_millis(1_767_225_600_000 + secs * 1000);
+        let at = |secs: i64| Timestamp::from_epoch_millis(1_767_225_600_000 + secs * 1000);
         let limit = (TURN_TIMEOUT - TIMEOUT_MARGIN).as_secs() as i64;
         assert!(!near_timeout(start, at(limit - 1)));
         assert!(near_timeout(start, at(limit)));

@@ -36,15 +36,23 @@ use super::provider::{
     Usage,
 };
 use super::tools::Tools;
-use crate::clock::Instant;
+use crate::clock::Timestamp;
 use crate::domain::{EventId, EventType, RunId, UserScope};
 use crate::store::StoreError;
 use crate::store::events::{EventStore, StoredEvent};
 use crate::store::sessions::{NewEvent, SessionStore};
 use crate::store::turn_worker::{ClaimedTurn, TokenUsage, TurnEnd};
+use crate::test_hooks::TestHooks;
 
 /// The longest streamed text waits before it is written as an `agent_message`.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the worker reads whether its turn is still its own while it waits on the model
+/// or a tool (the stop watch, [`SessionStore::turn_is_still_ours`]): a cancel or a delete
+/// closes the provider connection about this long after it is written, whatever the poll
+/// interval. Ten strongly consistent reads a second of one session item: 600 read units per
+/// turn-minute (`docs/scale.md`).
+pub const STOP_WATCH_EVERY: Duration = Duration::from_millis(100);
 
 /// The most bytes one `agent_message` piece takes once stored (its text as escaped in the
 /// event's JSON payload): streamed text is written as soon as this much is pending, and a
@@ -80,11 +88,6 @@ pub fn escaped_size(text: &str) -> usize {
     text.chars().map(escaped_len).sum()
 }
 
-/// Text in a turn's latest user message that makes its worker hang after its first event
-/// (no more writes, no lease renewal), where fault injection is enabled: how tests kill a
-/// worker mid-turn.
-pub const HANG_FAULT_MARKER: &str = "knoq-fault:worker-hang";
-
 /// How a worker runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSettings {
@@ -95,8 +98,25 @@ pub struct WorkerSettings {
     /// How long a renewal holds while the store answers promptly (stretched while it is slow,
     /// [`LeaseClock`]): past this without one, the checker takes the worker for dead.
     pub lease: Duration,
-    /// Whether tests may plant faults ([`HANG_FAULT_MARKER`]).
+    /// Whether tests may plant faults ([`crate::test_hooks`]).
     pub fault_injection: bool,
+}
+
+impl WorkerSettings {
+    /// The settings of a worker whose run polls every `poll_interval`: a heartbeat every
+    /// half interval, the [`super::lease::base_lease`] for that interval.
+    pub fn for_poll_interval(
+        poll_interval: Duration,
+        max_steps: u32,
+        fault_injection: bool,
+    ) -> Self {
+        Self {
+            max_steps,
+            heartbeat: poll_interval / 2,
+            lease: super::lease::base_lease(poll_interval),
+            fault_injection,
+        }
+    }
 }
 
 /// What the state machine sends the worker.
@@ -168,11 +188,21 @@ pub struct Worker {
 }
 
 /// One invocation's moving parts.
+/// A store call of the worker in flight beside what it waits on: a stop watch read
+/// ([`STOP_WATCH_EVERY`]) or a heartbeat's lease renewal. `true` while the turn is its own.
+type Beside<'a> = std::pin::Pin<Box<dyn Future<Output = Result<bool, StoreError>> + Send + 'a>>;
+
 struct Play<'a> {
     worker: &'a Worker,
     turn: ClaimedTurn,
     scope: UserScope,
     next_heartbeat: tokio::time::Instant,
+    /// When the stop watch reads next, and its read in flight (kept across waits: a stream's
+    /// events come faster than a read answers).
+    next_watch: tokio::time::Instant,
+    watch: Option<Beside<'a>>,
+    /// A heartbeat's renewal in flight (kept across waits for the same reason).
+    renewal: Option<Beside<'a>>,
     usage: TokenUsage,
     hang_after_first_event: bool,
 }
@@ -190,7 +220,7 @@ impl Worker {
         Self { sessions, events, provider, tools, settings, lease }
     }
 
-    fn lease_until(&self) -> Instant {
+    fn lease_until(&self) -> Timestamp {
         self.lease.until(Duration::ZERO)
     }
 
@@ -256,23 +286,22 @@ impl Worker {
         // This turn's conversation: later turns' messages (sent before this worker started)
         // are theirs to answer.
         let messages = history::conversation(&events, turn.turn_seq, HISTORY_CHAR_BUDGET);
-        let hang = self.settings.fault_injection
-            && messages
-                .iter()
-                .rev()
-                .find(|message| message.role == Role::User)
-                .and_then(|message| {
-                    message.content.iter().find_map(|block| match block {
-                        ContentBlock::Text { text } => Some(text),
-                        _ => None,
-                    })
+        let latest_user_text =
+            messages.iter().rev().find(|message| message.role == Role::User).and_then(|message| {
+                message.content.iter().find_map(|block| match block {
+                    ContentBlock::Text { text } => Some(text.as_str()),
+                    _ => None,
                 })
-                .is_some_and(|text| text.contains(HANG_FAULT_MARKER));
+            });
+        let hang = TestHooks::new(self.settings.fault_injection).worker_hangs(latest_user_text);
         let mut play = Play {
             worker: self,
             scope: UserScope::from_auth_record(turn.user_id.clone(), turn.org_id.clone()),
             turn,
             next_heartbeat: tokio::time::Instant::now() + self.settings.heartbeat,
+            next_watch: tokio::time::Instant::now() + STOP_WATCH_EVERY,
+            watch: None,
+            renewal: None,
             usage: TokenUsage::default(),
             hang_after_first_event: hang,
         };
@@ -337,7 +366,7 @@ fn failure(error: &ProviderError) -> TurnEnd {
     }
 }
 
-impl Play<'_> {
+impl<'a> Play<'a> {
     /// The model loop.
     async fn run(&mut self, mut messages: Vec<Message>) -> Result<Played, WorkerError> {
         let specs = self.worker.tools.specs();
@@ -549,7 +578,7 @@ impl Play<'_> {
         let lease = worker.lease_until();
         let renewals = self.turn.clone();
         let append =
-            worker.sessions.append_worker_event(&mut self.turn, event, lease, Instant::now());
+            worker.sessions.append_worker_event(&mut self.turn, event, lease, Timestamp::now());
         let written = worker.kept_alive(&renewals, append).await?;
         self.next_heartbeat = tokio::time::Instant::now() + self.worker.settings.heartbeat;
         if written && self.hang_after_first_event {
@@ -587,19 +616,74 @@ impl Play<'_> {
 
     /// Waits for `work`, renewing the lease at every heartbeat. `None` when a renewal was
     /// refused: `work` is dropped at once (for a model call, that closes its connection).
+    /// Meanwhile the stop watch reads every [`STOP_WATCH_EVERY`] whether the turn is still
+    /// this worker's, and drops `work` as soon as it is not: a cancel or a delete closes the
+    /// model call within about that long, not a heartbeat later. A failed read is left to
+    /// the heartbeat.
+    /// Neither the watch's read nor the heartbeat's renewal holds up the other, or `work`:
+    /// each runs beside it (a renewal the store answers slowly must not delay the watch).
     async fn watched<F: Future>(&mut self, work: F) -> Result<Option<F::Output>, WorkerError> {
         tokio::pin!(work);
-        loop {
+        let mut watch = self.watch.take();
+        let mut renewal = self.renewal.take();
+        let outcome = loop {
+            let now = tokio::time::Instant::now();
+            if watch.is_none() && now >= self.next_watch {
+                watch = Some(self.stop_watch_read());
+            }
+            if renewal.is_none() && now >= self.next_heartbeat {
+                renewal = Some(self.heartbeat_renewal());
+                self.next_heartbeat = now + self.worker.settings.heartbeat;
+            }
+            let watch_due = self.next_watch;
+            let heartbeat_due = self.next_heartbeat;
             tokio::select! {
                 biased;
-                output = &mut work => return Ok(Some(output)),
-                () = tokio::time::sleep_until(self.next_heartbeat) => {
-                    if !self.renew_lease().await? {
-                        return Ok(None);
+                output = &mut work => break Ok(Some(output)),
+                seen = async { watch.as_mut().expect("guarded by is_some").await }, if watch.is_some() => {
+                    watch = None;
+                    self.next_watch = tokio::time::Instant::now() + STOP_WATCH_EVERY;
+                    match seen {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(session_id = %self.turn.session_id, "stop watch: the turn is no longer this worker's");
+                            break Ok(None);
+                        }
+                        Err(error) => tracing::warn!(%error, "stop watch read failed; the heartbeat still watches"),
                     }
                 }
+                renewed = async { renewal.as_mut().expect("guarded by is_some").await }, if renewal.is_some() => {
+                    renewal = None;
+                    match renewed {
+                        Ok(true) => {}
+                        Ok(false) => break Ok(None),
+                        Err(error) => break Err(error.into()),
+                    }
+                }
+                () = tokio::time::sleep_until(watch_due), if watch.is_none() => {}
+                () = tokio::time::sleep_until(heartbeat_due), if renewal.is_none() => {}
             }
-        }
+        };
+        self.watch = watch;
+        self.renewal = renewal;
+        outcome
+    }
+
+    /// One heartbeat's lease renewal, owning what it needs so it can outlive one wait.
+    fn heartbeat_renewal(&self) -> Beside<'a> {
+        let worker: &'a Worker = self.worker;
+        let turn = self.turn.clone();
+        Box::pin(async move {
+            let lease = worker.lease_until();
+            worker.kept_alive(&turn, worker.sessions.renew_lease(&turn, lease)).await
+        })
+    }
+
+    /// One stop watch read of this turn, owning what it needs so it can outlive one wait.
+    fn stop_watch_read(&self) -> Beside<'a> {
+        let worker: &'a Worker = self.worker;
+        let turn = self.turn.clone();
+        Box::pin(async move { worker.sessions.turn_is_still_ours(&turn).await })
     }
 }
 

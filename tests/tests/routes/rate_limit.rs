@@ -3,7 +3,7 @@
 
 use futures::future::join_all;
 use knoq_shared::App;
-use knoq_shared::clock::Instant;
+use knoq_shared::clock::Timestamp;
 use knoq_shared::error::ApiError;
 use knoq_shared::rate_limit::{Limit, Maxima, RateLimits, RouteLimits};
 use knoq_shared::routes::{cancel, list_sessions, transcript};
@@ -24,7 +24,7 @@ fn retry_after(error: &ApiError) -> u64 {
 async fn one_hundred_concurrent_requests_admit_exactly_thirty() {
     let app = app().await;
     let scope = scope_of(&app, &new_caller().await).await;
-    let now = Instant::from_epoch_millis(START_OF_HOUR_MS);
+    let now = Timestamp::from_epoch_millis(START_OF_HOUR_MS);
     let results =
         join_all((0..100).map(|_| app.limiter.admit(&scope, &app.config.rate_limits.cancel, now)))
             .await;
@@ -35,14 +35,14 @@ async fn one_hundred_concurrent_requests_admit_exactly_thirty() {
         assert_eq!(retry_after(refused), 55, "window ends 55 s after :05");
     }
     // The next window starts from zero.
-    let next = Instant::from_epoch_millis(START_OF_HOUR_MS + 60_000);
+    let next = Timestamp::from_epoch_millis(START_OF_HOUR_MS + 60_000);
     assert!(app.limiter.admit(&scope, &app.config.rate_limits.cancel, next).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn limits_are_per_user() {
     let app = app().await;
-    let now = Instant::from_epoch_millis(START_OF_HOUR_MS);
+    let now = Timestamp::from_epoch_millis(START_OF_HOUR_MS);
     let busy = scope_of(&app, &new_caller().await).await;
     let other = scope_of(&app, &new_caller().await).await;
     for _ in 0..30 {
@@ -57,7 +57,7 @@ async fn several_limits_hold_together_and_a_refusal_consumes_none() {
     let app = app().await;
     let scope = scope_of(&app, &new_caller().await).await;
     let route = &app.config.rate_limits.create_session; // 10 a minute AND 20 an hour
-    let minute = |m: i64| Instant::from_epoch_millis(START_OF_HOUR_MS + m * 60_000);
+    let minute = |m: i64| Timestamp::from_epoch_millis(START_OF_HOUR_MS + m * 60_000);
     let (app, scope_ref) = (&app, &scope);
     let burst = |now| join_all((0..15).map(move |_| app.limiter.admit(scope_ref, route, now)));
 
@@ -86,7 +86,7 @@ async fn several_limits_hold_together_and_a_refusal_consumes_none() {
 async fn counters_carry_a_ttl_past_their_window() {
     let app = app().await;
     let scope = scope_of(&app, &new_caller().await).await;
-    let now = Instant::from_epoch_millis(START_OF_HOUR_MS);
+    let now = Timestamp::from_epoch_millis(START_OF_HOUR_MS);
     let tiny = RouteLimits {
         route: "probe",
         what: "probes",
