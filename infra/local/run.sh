@@ -77,7 +77,8 @@ cleanup() {
   rm -f "$ENV_FILE"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
+# Ctrl-C is how `make dev` is meant to stop: a clean exit, so make prints no error line for it.
+trap 'if [ "$MODE" = dev ]; then exit 0; else exit 130; fi' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 

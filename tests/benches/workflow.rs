@@ -156,6 +156,7 @@ async fn main() {
     println!("cancel_to_terminated_p95_ms={:.0}", ms(percentile(&visible, 95.0)));
     println!("cancel_to_terminated_max_ms={:.0}", ms(*visible.last().unwrap()));
     println!("cancel_to_provider_closed_p50_ms={:.0}", ms(percentile(&closed, 50.0)));
+    println!("cancel_to_provider_closed_p95_ms={:.0}", ms(percentile(&closed, 95.0)));
     println!("cancel_to_provider_closed_max_ms={:.0}", ms(*closed.last().unwrap()));
     println!("poll_interval_ms={}", interval.as_millis());
 }

@@ -744,3 +744,53 @@ async fn a_cookie_used_right_after_sign_in_authenticates_through_a_stale_read() 
     let scope = scope.expect("authenticated through the consistent read");
     assert_eq!(scope.user_id(), record.user_id);
 }
+
+/// Issue 16: the worker's stop watch, not its heartbeat, closes the model call after a
+/// cancel. Every lease renewal of the session is held 3 s by the emulator, so a worker that
+/// learnt of the cancel from its heartbeat would close the connection 2.5 s or more after the
+/// cancel's answer; the stop watch reads the stamp every 100 ms and closes it well within
+/// that, while the model streams (`silent_ms` absent) and while it is silent.
+async fn a_cancel_closes_the_model_call_before_any_heartbeat_could(directive: &str) {
+    let client = ApiClient::for_new_caller().await;
+    let tag = unique("watch");
+    let (id, _) = client.create(&format!("Go on [[emu tag={tag} notool=1 {directive}]]")).await;
+    provider_calls_until(&tag, Duration::from_secs(20), |calls| {
+        calls.first().is_some_and(|call| !call["firstByteAtMs"].is_null())
+    })
+    .await;
+    let renewals = Fault::slow("UpdateItem", "SessionsTable", Duration::from_secs(3))
+        .containing(&id)
+        .containing("SET worker_renewed_until")
+        .plant()
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
+    let answered = epoch_ms();
+    let calls = provider_calls_until(&tag, Duration::from_secs(10), |calls| {
+        !calls[0]["closedAtMs"].is_null()
+    })
+    .await;
+    renewals.clear().await;
+    assert_eq!(calls[0]["closedBy"], "client", "the worker hung up: {}", calls[0]);
+    let closed_after = calls[0]["closedAtMs"].as_i64().unwrap() - answered;
+    assert!(
+        closed_after < 1_500,
+        "closed {closed_after} ms after the cancel's answer: a heartbeat's pace, not the watch's"
+    );
+    let ended = client
+        .transcript_until(&id, Duration::from_millis(50), Duration::from_secs(15), |t| {
+            count_of(t, "status_terminated") > 0
+        })
+        .await;
+    assert_eq!(event_types(&ended).last().unwrap(), "status_terminated");
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_model_streams_closes_the_call_at_the_stop_watch_not_the_heartbeat() {
+    a_cancel_closes_the_model_call_before_any_heartbeat_could("words=400 delay_ms=40").await;
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_model_is_silent_closes_the_call_at_the_stop_watch_not_the_heartbeat() {
+    a_cancel_closes_the_model_call_before_any_heartbeat_could("silent_ms=30000").await;
+}
