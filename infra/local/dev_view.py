@@ -1,5 +1,5 @@
 """What `make dev` shows after its banner: one readable line per request and per turn event,
-read from the services' log (`tail -F .local/dev.log | dev_view.py`); everything else the
+read from the services' log as it grows (`dev_view.py --follow .local/dev.log`); everything else the
 services print (instances starting, the emulator's own lines) stays in the log file.
 
     12:01:02.345  POST /api/managed-agents/session      200  118 ms
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from typing import Iterable, Iterator
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -87,9 +88,28 @@ def lines(stream: Iterable[str]) -> Iterator[str]:
             yield shown
 
 
+def follow(path: str, poll_seconds: float = 0.1) -> Iterator[str]:
+    """The lines appended to `path` from now on, as they come (`tail -F` in one process, so
+    that the kernel's parent-death signal that `run.sh` asks for reaches the whole viewer)."""
+    with open(path, encoding="utf-8", errors="replace") as log:
+        log.seek(0, 2)
+        pending = ""
+        while True:
+            chunk = log.readline()
+            if not chunk:
+                time.sleep(poll_seconds)
+                continue
+            pending += chunk
+            if pending.endswith("\n"):
+                yield pending
+                pending = ""
+
+
 def main() -> None:
+    """`dev_view.py --follow LOG` follows the log; without it, reads standard input."""
+    source = follow(sys.argv[2]) if sys.argv[1:2] == ["--follow"] else sys.stdin
     try:
-        for shown in lines(sys.stdin):
+        for shown in lines(source):
             print(shown, flush=True)
     except (KeyboardInterrupt, BrokenPipeError):
         pass

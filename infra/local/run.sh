@@ -288,8 +288,7 @@ Knoq is running locally (Ctrl-C stops everything):
 
 MSG
     # One line per request and per turn event, from the log, until Ctrl-C.
-    SERVICE_LOG="" start bash -c 'tail -n 0 -F "$1" 2>/dev/null | "$2" infra/local/dev_view.py' \
-      dev-view "$SERVICE_LOG" "$PY"
+    SERVICE_LOG="" start "$PY" infra/local/dev_view.py --follow "$SERVICE_LOG"
     wait "${PIDS[@]}"
     ;;
   test)

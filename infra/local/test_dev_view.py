@@ -5,6 +5,10 @@ functions' own, as `cargo lambda watch` writes them.
 Run by `make test` (python -m unittest discover -s infra/local).
 """
 
+import os
+import tempfile
+import time
+import threading
 import unittest
 
 import dev_view
@@ -63,6 +67,23 @@ class DevViewTest(unittest.TestCase):
                 'outcome="ok" latency_ms=3.2 route=GET /api/managed-agents/sessions')
         self.assertEqual(dev_view.view(line),
                          "15:32:56.815  GET /api/managed-agents/sessions         204  3 ms")
+
+    def test_following_the_log_yields_only_whole_lines_written_after_it_started(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".log", delete=False) as log:
+            log.write("written before\n")
+        self.addCleanup(os.unlink, log.name)
+        seen: list[str] = []
+        lines = dev_view.follow(log.name, poll_seconds=0.01)
+        reader = threading.Thread(target=lambda: seen.extend(next(lines) for _ in range(2)), daemon=True)
+        reader.start()
+        time.sleep(0.1)
+        with open(log.name, "a") as log_file:
+            log_file.write("first ")
+            log_file.flush()
+            time.sleep(0.05)
+            log_file.write("half\nsecond\n")
+        reader.join(timeout=5)
+        self.assertEqual(seen, ["first half\n", "second\n"])
 
 
 if __name__ == "__main__":
