@@ -44,6 +44,11 @@ use crate::store::sessions::{NewEvent, SessionStore};
 use crate::store::turn_worker::{ClaimedTurn, TokenUsage, TurnEnd};
 use crate::test_hooks::TestHooks;
 
+mod pieces;
+mod waits;
+
+pub use pieces::{PIECE_BYTES, escaped_size, piece_end};
+
 /// The longest streamed text waits before it is written as an `agent_message`.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
@@ -54,39 +59,6 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// turn-minute (`docs/scale.md`).
 pub const STOP_WATCH_EVERY: Duration = Duration::from_millis(100);
 
-/// The most bytes one `agent_message` piece takes once stored (its text as escaped in the
-/// event's JSON payload): streamed text is written as soon as this much is pending, and a
-/// longer pending text is written in several pieces, so a fast stream (a cache or a proxy
-/// can send megabytes in a second) never makes an event over DynamoDB's 400 KB item, nor a
-/// transaction over its 4 MB.
-pub const PIECE_BYTES: usize = 64 * 1024;
-
-/// How many bytes `c` takes in a JSON string (escaped as serde_json escapes it).
-fn escaped_len(c: char) -> usize {
-    match c {
-        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
-        c if (c as u32) < 0x20 => 6,
-        c => c.len_utf8(),
-    }
-}
-
-/// Where the first piece of `text` ends: the longest prefix (on a character boundary, at
-/// least one character) whose escaped size is at most `max_bytes`.
-pub fn piece_end(text: &str, max_bytes: usize) -> usize {
-    let mut size = 0;
-    for (at, c) in text.char_indices() {
-        size += escaped_len(c);
-        if size > max_bytes && at > 0 {
-            return at;
-        }
-    }
-    text.len()
-}
-
-/// The escaped size of `text` in a JSON string.
-pub fn escaped_size(text: &str) -> usize {
-    text.chars().map(escaped_len).sum()
-}
 
 /// How a worker runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,49 +196,6 @@ impl Worker {
         self.lease.until(Duration::ZERO)
     }
 
-    /// Waits for `work`, one store call of the worker on `turn`, sending a lease renewal
-    /// beside it every heartbeat while it waits (stretched by how long it has waited), and
-    /// records how long it took ([`LeaseClock::observe`]). A renewal's refusal or failure is
-    /// left for `work` itself, or the next write or heartbeat, to meet.
-    async fn kept_alive<T>(
-        &self,
-        turn: &ClaimedTurn,
-        work: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        let started = tokio::time::Instant::now();
-        let heartbeat = self.settings.heartbeat;
-        tokio::pin!(work);
-        let mut next = started + heartbeat;
-        let mut renewal = std::pin::pin!(OptionFuture::from(None));
-        let mut renewing = false;
-        loop {
-            tokio::select! {
-                biased;
-                output = &mut work => {
-                    self.lease.observe(started.elapsed());
-                    return output;
-                }
-                renewed = &mut renewal, if renewing => {
-                    if let Some(Err(error)) = renewed {
-                        tracing::warn!(%error, "a renewal beside a slow store call failed");
-                    }
-                    renewing = false;
-                    renewal.set(None.into());
-                }
-                () = tokio::time::sleep_until(next) => {
-                    next = tokio::time::Instant::now() + heartbeat;
-                    if !renewing {
-                        let waited = started.elapsed();
-                        let until = self.lease.until(waited);
-                        let waited_ms = waited.as_millis() as u64;
-                        tracing::info!(waited_ms, "store slow; renewing the lease beside it");
-                        renewal.set(Some(self.sessions.renew_lease(turn, until)).into());
-                        renewing = true;
-                    }
-                }
-            }
-        }
-    }
 
     /// Plays the current turn of `request`'s run, if it is this invocation's to play.
     pub async fn handle(&self, request: WorkerRequest) -> Result<WorkerResponse, WorkerError> {
@@ -614,77 +543,6 @@ impl<'a> Play<'a> {
         Ok(renewed)
     }
 
-    /// Waits for `work`, renewing the lease at every heartbeat. `None` when a renewal was
-    /// refused: `work` is dropped at once (for a model call, that closes its connection).
-    /// Meanwhile the stop watch reads every [`STOP_WATCH_EVERY`] whether the turn is still
-    /// this worker's, and drops `work` as soon as it is not: a cancel or a delete closes the
-    /// model call within about that long, not a heartbeat later. A failed read is left to
-    /// the heartbeat.
-    /// Neither the watch's read nor the heartbeat's renewal holds up the other, or `work`:
-    /// each runs beside it (a renewal the store answers slowly must not delay the watch).
-    async fn watched<F: Future>(&mut self, work: F) -> Result<Option<F::Output>, WorkerError> {
-        tokio::pin!(work);
-        let mut watch = self.watch.take();
-        let mut renewal = self.renewal.take();
-        let outcome = loop {
-            let now = tokio::time::Instant::now();
-            if watch.is_none() && now >= self.next_watch {
-                watch = Some(self.stop_watch_read());
-            }
-            if renewal.is_none() && now >= self.next_heartbeat {
-                renewal = Some(self.heartbeat_renewal());
-                self.next_heartbeat = now + self.worker.settings.heartbeat;
-            }
-            let watch_due = self.next_watch;
-            let heartbeat_due = self.next_heartbeat;
-            tokio::select! {
-                biased;
-                output = &mut work => break Ok(Some(output)),
-                seen = async { watch.as_mut().expect("guarded by is_some").await }, if watch.is_some() => {
-                    watch = None;
-                    self.next_watch = tokio::time::Instant::now() + STOP_WATCH_EVERY;
-                    match seen {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            tracing::info!(session_id = %self.turn.session_id, "stop watch: the turn is no longer this worker's");
-                            break Ok(None);
-                        }
-                        Err(error) => tracing::warn!(%error, "stop watch read failed; the heartbeat still watches"),
-                    }
-                }
-                renewed = async { renewal.as_mut().expect("guarded by is_some").await }, if renewal.is_some() => {
-                    renewal = None;
-                    match renewed {
-                        Ok(true) => {}
-                        Ok(false) => break Ok(None),
-                        Err(error) => break Err(error.into()),
-                    }
-                }
-                () = tokio::time::sleep_until(watch_due), if watch.is_none() => {}
-                () = tokio::time::sleep_until(heartbeat_due), if renewal.is_none() => {}
-            }
-        };
-        self.watch = watch;
-        self.renewal = renewal;
-        outcome
-    }
-
-    /// One heartbeat's lease renewal, owning what it needs so it can outlive one wait.
-    fn heartbeat_renewal(&self) -> Beside<'a> {
-        let worker: &'a Worker = self.worker;
-        let turn = self.turn.clone();
-        Box::pin(async move {
-            let lease = worker.lease_until();
-            worker.kept_alive(&turn, worker.sessions.renew_lease(&turn, lease)).await
-        })
-    }
-
-    /// One stop watch read of this turn, owning what it needs so it can outlive one wait.
-    fn stop_watch_read(&self) -> Beside<'a> {
-        let worker: &'a Worker = self.worker;
-        let turn = self.turn.clone();
-        Box::pin(async move { worker.sessions.turn_is_still_ours(&turn).await })
-    }
 }
 
 /// What one model call has written so far.
@@ -698,33 +556,4 @@ enum StreamOutcome {
     Done(String),
     Failed(ProviderError),
     Stopped,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pieces_are_bounded_by_their_escaped_size_and_split_on_characters() {
-        assert_eq!(piece_end("", 4), 0);
-        assert_eq!(piece_end("abcdef", 4), 4);
-        // Each quote takes two bytes escaped: two of them fill four bytes.
-        assert_eq!(piece_end("\"\"\"\"", 4), 2);
-        // A four-byte character is never cut, and a piece holds at least one character.
-        assert_eq!(piece_end("\u{1D11E}\u{1D11E}", 6), 4);
-        assert_eq!(piece_end("\u{1D11E}", 2), 4);
-        assert_eq!(escaped_size("a\"\\\u{1}é"), 1 + 2 + 2 + 6 + 2);
-        // Pieces of a long text, rejoined, are the text; each within the bound as stored.
-        let text: String = "q\"é\u{1D11E}\n".repeat(50_000);
-        let mut rest = text.as_str();
-        let mut joined = String::new();
-        while !rest.is_empty() {
-            let end = piece_end(rest, PIECE_BYTES);
-            let stored = serde_json::json!({ "text": &rest[..end] }).to_string();
-            assert!(stored.len() <= PIECE_BYTES + 20, "{} bytes", stored.len());
-            joined.push_str(&rest[..end]);
-            rest = &rest[end..];
-        }
-        assert_eq!(joined, text);
-    }
 }
