@@ -59,7 +59,17 @@ STACK_PARAMETERS=()
 # `make chaos` runs the production poll interval (2 s; the other local modes poll every 1 s
 # for quicker tests): 60 sessions polling every second kept the emulator's one Python core busy
 # with polls alone, and every API answer waited behind them.
-if [ "$MODE" = chaos ]; then STACK_PARAMETERS+=(--parameter "PollIntervalSeconds=${KNOQ_POLL_INTERVAL_SECONDS:-2}"); fi
+if [ "$MODE" = chaos ]; then STACK_PARAMETERS+=(--parameter "PollIntervalSeconds=${KNOQ_POLL_INTERVAL_SECONDS:-2}")
+elif [ -n "${KNOQ_POLL_INTERVAL_SECONDS:-}" ]; then STACK_PARAMETERS+=(--parameter "PollIntervalSeconds=$KNOQ_POLL_INTERVAL_SECONDS"); fi
+# The stop watch: every worker reads its session every StopWatchMilliseconds while it waits on
+# the model (100 by default, as deployed). The test and chaos stacks run dozens of turns at once
+# on the emulator's one Python thread, where ten reads a second per turn were enough to slow
+# every other request past the tests' bounds: they read every 250 ms (KNOQ_STOP_WATCH_MS).
+if [ "$MODE" = test ] || [ "$MODE" = chaos ]; then
+  STACK_PARAMETERS+=(--parameter "StopWatchMilliseconds=${KNOQ_STOP_WATCH_MS:-250}")
+elif [ -n "${KNOQ_STOP_WATCH_MS:-}" ]; then
+  STACK_PARAMETERS+=(--parameter "StopWatchMilliseconds=$KNOQ_STOP_WATCH_MS")
+fi
 ORIGIN=${KNOQ_ALLOWED_ORIGIN:-http://127.0.0.1:$API_PORT}
 PIDS=()
 

@@ -100,6 +100,9 @@ pub struct AgentConfig {
     pub system_prompt: String,
     /// The most model calls one turn makes (`KNOQ_MAX_STEPS`, 1 to 50).
     pub max_steps: u32,
+    /// How often, in ms, the worker's stop watch reads its session while it waits on the
+    /// model or a tool (`KNOQ_STOP_WATCH_MS`, 1 to 5000; default 100).
+    pub stop_watch_ms: u32,
 }
 
 /// The provider's public endpoint (`ANTHROPIC_BASE_URL` overrides it).
@@ -110,6 +113,8 @@ pub const DEFAULT_MODEL: &str = "claude-sonnet-4-5";
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 /// Default step cap of a turn.
 pub const DEFAULT_MAX_STEPS: u32 = 8;
+/// Default stop watch interval in ms (`crate::agent::worker::STOP_WATCH_EVERY`).
+pub const DEFAULT_STOP_WATCH_MS: u32 = 100;
 
 impl AgentConfig {
     /// Reads the worker's provider settings through `lookup`.
@@ -144,6 +149,7 @@ impl AgentConfig {
             max_tokens: number("KNOQ_MAX_TOKENS", DEFAULT_MAX_TOKENS, 128_000)?,
             system_prompt: lookup("KNOQ_SYSTEM_PROMPT").unwrap_or_default(),
             max_steps: number("KNOQ_MAX_STEPS", DEFAULT_MAX_STEPS, 50)?,
+            stop_watch_ms: number("KNOQ_STOP_WATCH_MS", DEFAULT_STOP_WATCH_MS, 5000)?,
         })
     }
 }

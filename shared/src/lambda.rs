@@ -134,6 +134,7 @@ pub async fn serve_worker() -> Result<(), lambda_runtime::Error> {
     let settings = WorkerSettings::for_poll_interval(
         poll,
         agent.max_steps,
+        std::time::Duration::from_millis(agent.stop_watch_ms.into()),
         app.config.workflow.fault_injection,
     );
     let tools =

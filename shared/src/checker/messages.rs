@@ -161,11 +161,11 @@ pub struct CheckerResponse {
 }
 
 impl CheckerResponse {
-    fn go_on() -> Self {
+    pub(super) fn go_on() -> Self {
         Self { next: Next::Continue, outcome: Outcome::Running }
     }
 
-    fn stop(outcome: Outcome) -> Self {
+    pub(super) fn stop(outcome: Outcome) -> Self {
         Self { next: Next::Stop, outcome }
     }
 }
@@ -183,7 +183,7 @@ pub enum CheckerError {
 
 /// The error name the state machine's `Retry` and `Catch` match (and its history shows),
 /// and the message.
-fn diagnostic(error: &CheckerError) -> (&'static str, String) {
+pub(super) fn diagnostic(error: &CheckerError) -> (&'static str, String) {
     let error_type = match error {
         CheckerError::Store(_) => "Knoq.StoreError",
         CheckerError::Injected(_) => "Knoq.InjectedFault",

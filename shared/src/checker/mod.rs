@@ -41,6 +41,7 @@ use crate::workflow::{RUN_LEASE, TIMEOUT_MARGIN, TURN_TIMEOUT, WorkflowStarter};
 
 mod messages;
 
+use messages::diagnostic;
 pub use messages::*;
 
 /// How long a turn may stay unclaimed before the run starts its worker again (and again

@@ -52,13 +52,13 @@ pub use pieces::{PIECE_BYTES, escaped_size, piece_end};
 /// The longest streamed text waits before it is written as an `agent_message`.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
-/// How often the worker reads whether its turn is still its own while it waits on the model
-/// or a tool (the stop watch, [`SessionStore::turn_is_still_ours`]): a cancel or a delete
-/// closes the provider connection about this long after it is written, whatever the poll
-/// interval. Ten strongly consistent reads a second of one session item: 600 read units per
-/// turn-minute (`docs/scale.md`).
+/// How often, by default (`KNOQ_STOP_WATCH_MS`, the template's `StopWatchMilliseconds`), the
+/// worker reads whether its turn is still its own while it waits on the model or a tool (the
+/// stop watch, [`SessionStore::turn_is_still_ours`]): a cancel or a delete closes the
+/// provider connection about this long after it is written, whatever the poll interval. Ten
+/// strongly consistent reads a second of one session item: 600 read units per turn-minute
+/// (`docs/scale.md`).
 pub const STOP_WATCH_EVERY: Duration = Duration::from_millis(100);
-
 
 /// How a worker runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,22 +70,28 @@ pub struct WorkerSettings {
     /// How long a renewal holds while the store answers promptly (stretched while it is slow,
     /// [`LeaseClock`]): past this without one, the checker takes the worker for dead.
     pub lease: Duration,
+    /// How often the stop watch reads the session while the worker waits ([`STOP_WATCH_EVERY`]
+    /// by default).
+    pub stop_watch_every: Duration,
     /// Whether tests may plant faults ([`crate::test_hooks`]).
     pub fault_injection: bool,
 }
 
 impl WorkerSettings {
     /// The settings of a worker whose run polls every `poll_interval`: a heartbeat every
-    /// half interval, the [`super::lease::base_lease`] for that interval.
+    /// half interval, the [`super::lease::base_lease`] for that interval, the stop watch
+    /// every `stop_watch_every`.
     pub fn for_poll_interval(
         poll_interval: Duration,
         max_steps: u32,
+        stop_watch_every: Duration,
         fault_injection: bool,
     ) -> Self {
         Self {
             max_steps,
             heartbeat: poll_interval / 2,
             lease: super::lease::base_lease(poll_interval),
+            stop_watch_every,
             fault_injection,
         }
     }
@@ -196,7 +202,6 @@ impl Worker {
         self.lease.until(Duration::ZERO)
     }
 
-
     /// Plays the current turn of `request`'s run, if it is this invocation's to play.
     pub async fn handle(&self, request: WorkerRequest) -> Result<WorkerResponse, WorkerError> {
         let worker_id = uuid::Uuid::new_v4().to_string();
@@ -228,7 +233,7 @@ impl Worker {
             scope: UserScope::from_auth_record(turn.user_id.clone(), turn.org_id.clone()),
             turn,
             next_heartbeat: tokio::time::Instant::now() + self.settings.heartbeat,
-            next_watch: tokio::time::Instant::now() + STOP_WATCH_EVERY,
+            next_watch: tokio::time::Instant::now() + self.settings.stop_watch_every,
             watch: None,
             renewal: None,
             usage: TokenUsage::default(),
@@ -542,7 +547,6 @@ impl<'a> Play<'a> {
         self.next_heartbeat = tokio::time::Instant::now() + self.worker.settings.heartbeat;
         Ok(renewed)
     }
-
 }
 
 /// What one model call has written so far.

@@ -8,7 +8,7 @@ impl Worker {
     /// beside it every heartbeat while it waits (stretched by how long it has waited), and
     /// records how long it took ([`LeaseClock::observe`]). A renewal's refusal or failure is
     /// left for `work` itself, or the next write or heartbeat, to meet.
-    async fn kept_alive<T>(
+    pub(super) async fn kept_alive<T>(
         &self,
         turn: &ClaimedTurn,
         work: impl Future<Output = Result<T, StoreError>>,
@@ -58,7 +58,10 @@ impl<'a> Play<'a> {
     /// the heartbeat.
     /// Neither the watch's read nor the heartbeat's renewal holds up the other, or `work`:
     /// each runs beside it (a renewal the store answers slowly must not delay the watch).
-    async fn watched<F: Future>(&mut self, work: F) -> Result<Option<F::Output>, WorkerError> {
+    pub(super) async fn watched<F: Future>(
+        &mut self,
+        work: F,
+    ) -> Result<Option<F::Output>, WorkerError> {
         tokio::pin!(work);
         let mut watch = self.watch.take();
         let mut renewal = self.renewal.take();
@@ -78,7 +81,8 @@ impl<'a> Play<'a> {
                 output = &mut work => break Ok(Some(output)),
                 seen = async { watch.as_mut().expect("guarded by is_some").await }, if watch.is_some() => {
                     watch = None;
-                    self.next_watch = tokio::time::Instant::now() + STOP_WATCH_EVERY;
+                    self.next_watch =
+                        tokio::time::Instant::now() + self.worker.settings.stop_watch_every;
                     match seen {
                         Ok(true) => {}
                         Ok(false) => {
@@ -106,7 +110,7 @@ impl<'a> Play<'a> {
     }
 
     /// One heartbeat's lease renewal, owning what it needs so it can outlive one wait.
-    fn heartbeat_renewal(&self) -> Beside<'a> {
+    pub(super) fn heartbeat_renewal(&self) -> Beside<'a> {
         let worker: &'a Worker = self.worker;
         let turn = self.turn.clone();
         Box::pin(async move {
@@ -116,7 +120,7 @@ impl<'a> Play<'a> {
     }
 
     /// One stop watch read of this turn, owning what it needs so it can outlive one wait.
-    fn stop_watch_read(&self) -> Beside<'a> {
+    pub(super) fn stop_watch_read(&self) -> Beside<'a> {
         let worker: &'a Worker = self.worker;
         let turn = self.turn.clone();
         Box::pin(async move { worker.sessions.turn_is_still_ours(&turn).await })
