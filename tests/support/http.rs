@@ -153,6 +153,15 @@ impl ApiClient {
         body
     }
 
+    /// Polls the transcript every 100 ms until the session's turn has ended (`status_idle`
+    /// or `error`), or `within` passes; the transcript.
+    pub async fn until_turn_ends(&self, id: &str, within: Duration) -> Value {
+        self.transcript_until(id, Duration::from_millis(100), within, |t| {
+            count_of(t, "status_idle") + count_of(t, "error") > 0
+        })
+        .await
+    }
+
     /// Polls the transcript every `every` until `done` holds for it or `within` passes.
     pub async fn transcript_until(
         &self,

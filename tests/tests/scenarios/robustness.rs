@@ -536,11 +536,7 @@ async fn a_worker_write_that_meets_a_transaction_on_the_session_does_not_end_the
         .times(2)
         .plant()
         .await;
-    let done = client
-        .transcript_until(&id, Duration::from_millis(100), Duration::from_secs(40), |t| {
-            count_of(t, "status_idle") + count_of(t, "error") > 0
-        })
-        .await;
+    let done = client.until_turn_ends(&id, Duration::from_secs(40)).await;
     let types = event_types(&done);
     assert_eq!(count_of(&done, "error"), 0, "{types:?}: {done}");
     assert_eq!(types.last().map(String::as_str), Some("status_idle"));
@@ -572,11 +568,7 @@ async fn a_worker_write_slower_than_its_lease_keeps_the_turn_and_its_whole_answe
         .times(1)
         .plant()
         .await;
-    let done = client
-        .transcript_until(&id, Duration::from_millis(250), held + Duration::from_secs(40), |t| {
-            count_of(t, "status_idle") + count_of(t, "error") > 0
-        })
-        .await;
+    let done = client.until_turn_ends(&id, held + Duration::from_secs(40)).await;
     assert_eq!(slow.hits().await, 1, "one of the worker's appends was held {held:?}");
     slow.clear().await;
     let types = event_types(&done);
@@ -601,11 +593,7 @@ async fn a_lost_response_of_the_workers_claim_still_plays_the_turn() {
         .times(1)
         .plant()
         .await;
-    let done = client
-        .transcript_until(&id, Duration::from_millis(100), Duration::from_secs(30), |t| {
-            count_of(t, "status_idle") + count_of(t, "error") > 0
-        })
-        .await;
+    let done = client.until_turn_ends(&id, Duration::from_secs(30)).await;
     lost.clear().await;
     let types = event_types(&done);
     assert_eq!(count_of(&done, "error"), 0, "no worker_lost: {types:?}");
@@ -627,11 +615,7 @@ async fn a_lost_response_of_a_token_usage_write_counts_the_tokens_once() {
         .times(1)
         .plant()
         .await;
-    let done = client
-        .transcript_until(&id, Duration::from_millis(100), Duration::from_secs(30), |t| {
-            count_of(t, "status_idle") + count_of(t, "error") > 0
-        })
-        .await;
+    let done = client.until_turn_ends(&id, Duration::from_secs(30)).await;
     assert_eq!(lost.hits().await, 1, "the usage write met the fault");
     lost.clear().await;
     let idle = done["events"].as_array().unwrap().last().unwrap().clone();

@@ -518,11 +518,7 @@ async fn a_queued_turn_late_in_its_execution_is_handed_to_a_new_run() {
     let new_run = attr(&session, "active_run").expect("a new run holds the session").to_owned();
     assert_ne!(new_run, old_run);
     assert_eq!(number(&session, "queued_messages"), Some(0));
-    let done = client
-        .transcript_until(&id, PATIENT, Duration::from_secs(30), |t| {
-            count_of(t, "status_idle") + count_of(t, "error") > 0
-        })
-        .await;
+    let done = client.until_turn_ends(&id, Duration::from_secs(30)).await;
     assert_eq!(event_types(&done).last().map(String::as_str), Some("status_idle"), "{done}");
     assert_eq!(provider_calls(&later).await.len(), 1, "the new run answered the message once");
     assert_eq!(execution_end(&new_run, Duration::from_secs(10)).await, "SUCCEEDED");
@@ -550,11 +546,7 @@ async fn a_new_run_after_a_dead_one_plays_its_own_turn() {
     let text = format!("A new question [[emu tag={tag} notool=1 words=3 delay_ms=1]]");
     let (status, _, body) = client.message(&id, &text).await;
     assert_eq!((status.as_u16(), &body), (200, &json!({ "ok": true })));
-    let done = client
-        .transcript_until(&id, PATIENT, Duration::from_secs(30), |t| {
-            count_of(t, "status_idle") + count_of(t, "error") > 0
-        })
-        .await;
+    let done = client.until_turn_ends(&id, Duration::from_secs(30)).await;
     let last = done["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["type"], "status_idle", "{done}");
     assert_eq!(last["payload"]["stopReason"], "end_turn", "not the dead turn's result");
