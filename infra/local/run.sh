@@ -355,7 +355,7 @@ MSG
     else
       # RUNS consecutive seeds from SEED (default 1) on this one stack; one summary line each
       # in .local/chaos/series.txt; fails when any run failed.
-      failed=0; first=${SEED:-1}; : > .local/chaos/series.txt
+      mkdir -p .local/chaos; failed=0; first=${SEED:-1}; : > .local/chaos/series.txt
       for seed in $(seq "$first" $((first + RUNS - 1))); do
         if "$PY" infra/chaos/chaos.py --seed "$seed" --sessions "${SESSIONS:-24}" \
           --clients "${CLIENTS:-24}" ${FAULT_RATES:+--fault-rates "$FAULT_RATES"} \
