@@ -88,6 +88,13 @@ class ContractTest(unittest.TestCase):
         self.assertEqual(alice.call("GET", "transcript", query={"sessionId": session}).status_code, 200)
         since = {"sessionId": session, "sinceEventId": str(uuid.uuid4())}
         self.assertEqual(alice.call("GET", "transcript", query=since).status_code, 200)
+        # A waiting read at the session's end: an empty page after the wait (or the next event).
+        page = alice.call("GET", "transcript", query={"sessionId": session}).json()
+        at_end = {"sessionId": session, "sinceEventId": page["events"][-1]["id"], "waitSeconds": "1"}
+        self.assertEqual(alice.call("GET", "transcript", query=at_end).status_code, 200)
+        for bad_wait in ("21", "-1", "1.5", "soon"):
+            bad = {"sessionId": session, "waitSeconds": bad_wait}
+            self.assertEqual(alice.call("GET", "transcript", query=bad).status_code, 400, bad_wait)
         self.assertEqual(alice.call("GET", "sessions").status_code, 200)
         self.assertEqual(alice.call("POST", "message", body={"sessionId": session, "text": "More"}).status_code, 200)
 

@@ -153,6 +153,45 @@ impl ApiClient {
         body
     }
 
+    /// One waiting transcript read: the events after `since` as soon as one exists, else an
+    /// empty page after `wait_seconds`.
+    pub async fn wait_for_events(&self, id: &str, since: &str, wait_seconds: u64) -> Answer {
+        let wait = wait_seconds.to_string();
+        self.get("transcript", &[("sessionId", id), ("sinceEventId", since), ("waitSeconds", &wait)])
+            .await
+    }
+
+    /// Follows the transcript with waiting reads (20 s each) from `since` until an event of
+    /// type `kind` arrives or `within` passes; every event read, in order, and when each
+    /// answer arrived (epoch ms).
+    pub async fn follow_until(
+        &self,
+        id: &str,
+        since: &str,
+        kind: &str,
+        within: Duration,
+    ) -> Vec<(i64, Value)> {
+        let deadline = std::time::Instant::now() + within;
+        let mut cursor = since.to_owned();
+        let mut seen = Vec::new();
+        loop {
+            let (status, _, page) = self.wait_for_events(id, &cursor, 20).await;
+            let arrived = epoch_ms();
+            assert_eq!(status, 200, "{page}");
+            for event in page["events"].as_array().expect("events") {
+                cursor = event["id"].as_str().expect("an id").to_owned();
+                seen.push((arrived, event.clone()));
+            }
+            if seen.iter().any(|(_, event)| event["type"] == kind) {
+                return seen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {kind} in {id} within {within:?}: {seen:?}"
+            );
+        }
+    }
+
     /// Polls the transcript every 100 ms until the session's turn has ended (`status_idle`
     /// or `error`), or `within` passes; the transcript.
     pub async fn until_turn_ends(&self, id: &str, within: Duration) -> Value {

@@ -1,11 +1,23 @@
-//! `GET /api/managed-agents/transcript?sessionId=&sinceEventId=`: a page of a session's events.
+//! `GET /api/managed-agents/transcript?sessionId=&sinceEventId=&waitSeconds=`: a page of a
+//! session's events.
 //!
 //! Order of checks: session cookie (401) → the read limit (429), one counter shared with
 //! `GET /sessions` → query (400: `sessionId` missing or not a UUID, `sinceEventId` not a
-//! UUID) → the session, read strongly consistently and scoped to the caller's user and
-//! organisation (404 otherwise) → one `Query` of the events after the cursor, at most
-//! [`PAGE_SIZE`], with `hasMore` when another page waits. A GET changes nothing, so it needs
-//! no `Origin`.
+//! UUID, `waitSeconds` not a whole number from 0 to [`MAX_WAIT_SECONDS`]) → the session, read
+//! strongly consistently and scoped to the caller's user and organisation (404 otherwise) →
+//! one `Query` of the events after the cursor, at most [`PAGE_SIZE`], with `hasMore` when
+//! another page waits. A GET changes nothing, so it needs no `Origin`.
+//!
+//! A waiting read (`waitSeconds` > 0, with a `sinceEventId` at the session's end) holds the
+//! request until an event is written after the cursor, then answers it as above; after
+//! `waitSeconds` with nothing new, it answers an empty page. While it waits it reads the
+//! session item every [`WAIT_READ_EVERY`], eventually consistently, for a `last_event_id`
+//! past the cursor (every append moves it): it sleeps between reads and never spins, and the
+//! answer itself is read strongly as always. A session deleted meanwhile ends the wait with
+//! 404. The wait is cut to the Lambda invocation's time left minus [`ANSWER_RESERVE`] (the
+//! function's timeout is 28 s, inside HTTP API's 30 s integration timeout), and counts once
+//! against the read limit, like any read. Without a cursor there is always an event to
+//! answer (the opening message), so the read never waits.
 //!
 //! The read limit counts every authenticated request, as cancel's does, including those
 //! that end in 400 or 404: each still costs the auth read and the counter, a 404 also the
@@ -21,18 +33,33 @@
 //! `backfillFailed` is always false: every event is written to the one events table as it
 //! happens, so there is no older store to backfill from that could fail.
 
-use lambda_http::{Body, Request, Response};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
 use super::{respond, session_id_from};
 use crate::app::App;
 use crate::clock::Timestamp;
-use crate::domain::EventId;
+use crate::domain::{EventId, SessionId, UserScope};
 use crate::error::ApiError;
 use crate::http::query_param;
+use crate::store::sessions::SessionRecord;
 
 /// Most events one transcript response carries.
 pub const PAGE_SIZE: usize = 100;
+
+/// The longest `waitSeconds` a read may ask for.
+pub const MAX_WAIT_SECONDS: u64 = 20;
+
+/// How often a waiting read looks at the session for a new event: a reader holds a new event
+/// about half this long after it is written, on average, and a waiting minute costs 300
+/// eventually consistent reads of the session item (150 read units; `docs/scale.md`).
+pub const WAIT_READ_EVERY: Duration = Duration::from_millis(200);
+
+/// The time a waiting read keeps in hand before its invocation's deadline, for the reads
+/// that make its answer.
+pub const ANSWER_RESERVE: Duration = Duration::from_secs(2);
 
 /// Handles one transcript request.
 pub async fn handle(app: &App, request: Request) -> Response<Body> {
@@ -51,8 +78,13 @@ async fn transcript(app: &App, request: &Request) -> Result<Value, ApiError> {
             ApiError::BadRequest("sinceEventId must be an event id (a UUID)".into())
         })?),
     };
-    let session =
+    let wait = wait_seconds(request)?;
+    let mut session =
         app.sessions.get_owned(&scope, &session_id).await?.ok_or(ApiError::SessionNotFound)?;
+    if !wait.is_zero() && !has_events_after(&session, since.as_ref()) {
+        let budget = wait.min(time_left(request).saturating_sub(ANSWER_RESERVE));
+        session = wait_for_event(app, &scope, &session_id, since.as_ref(), budget).await?;
+    }
     let page =
         app.events.page(&session.id, since.as_ref(), &session.last_event_id, PAGE_SIZE).await?;
     let events: Vec<Value> = page
@@ -75,4 +107,75 @@ async fn transcript(app: &App, request: &Request) -> Result<Value, ApiError> {
         "hasMore": page.has_more,
         "backfillFailed": false,
     }))
+}
+
+/// The `waitSeconds` query parameter: absent is no wait.
+fn wait_seconds(request: &Request) -> Result<Duration, ApiError> {
+    let Some(raw) = query_param(request, "waitSeconds")? else {
+        return Ok(Duration::ZERO);
+    };
+    raw.parse::<u64>()
+        .ok()
+        .filter(|seconds| raw.bytes().all(|b| b.is_ascii_digit()) && *seconds <= MAX_WAIT_SECONDS)
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "waitSeconds must be a whole number of seconds from 0 to {MAX_WAIT_SECONDS}"
+            ))
+        })
+}
+
+/// Whether the session holds an event after `since` (any event, without a cursor).
+fn has_events_after(session: &SessionRecord, since: Option<&EventId>) -> bool {
+    since.is_none_or(|since| session.last_event_id > *since)
+}
+
+/// How long this invocation may still run (its Lambda deadline), or [`Duration::MAX`] when
+/// it runs outside Lambda (in-process tests) or knows no deadline.
+fn time_left(request: &Request) -> Duration {
+    let Some(deadline_ms) =
+        request.lambda_context_ref().map(|context| context.deadline).filter(|ms| *ms > 0)
+    else {
+        return Duration::MAX;
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+}
+
+/// Waits up to `budget` for an event after `since`, reading the session every
+/// [`WAIT_READ_EVERY`]; answers the session read strongly at the end (with the new event, or
+/// as it is when the time ran out). 404 when the session is deleted meanwhile.
+async fn wait_for_event(
+    app: &App,
+    scope: &UserScope,
+    session_id: &SessionId,
+    since: Option<&EventId>,
+    budget: Duration,
+) -> Result<SessionRecord, ApiError> {
+    // `budget` is at most MAX_WAIT_SECONDS.
+    let deadline = tokio::time::Instant::now() + budget;
+    let id = session_id.as_string();
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::time::sleep_until((now + WAIT_READ_EVERY).min(deadline)).await;
+        let seen = app.sessions.get_eventually(&id).await?;
+        match seen.filter(|seen| seen.is_owned_by(scope) && seen.deleted_at.is_none()) {
+            Some(seen) if has_events_after(&seen, since) => break,
+            Some(_) => {}
+            // Gone or being deleted, as far as a possibly stale read shows: a strong read
+            // decides, so a lagging replica never turns a live session into a 404.
+            None => match app.sessions.get_owned(scope, session_id).await? {
+                None => return Err(ApiError::SessionNotFound),
+                Some(current) if has_events_after(&current, since) => return Ok(current),
+                Some(_) => {}
+            },
+        }
+    }
+    app.sessions.get_owned(scope, session_id).await?.ok_or(ApiError::SessionNotFound)
 }

@@ -193,3 +193,29 @@ async fn transcript_and_list_share_one_read_limit_per_user_that_only_authenticat
     assert_eq!(list(as_other.clone()).await.0, 200);
     assert_eq!(transcript_of(as_other, &session).await.0, 404, "not theirs, but not limited");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_waiting_transcript_read_counts_once_against_the_read_limit() {
+    with_window_room(20).await;
+    let app = app_with_read_limit(2).await;
+    let caller = new_caller().await;
+    let session = quiet_session(&app, &caller, "Wait for me").await;
+    let who = As { token: Some(&caller.token), origin: None };
+    let read_with = |query: Vec<(&'static str, String)>| {
+        let pairs: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let request = get("/api/managed-agents/transcript", who.clone(), &pairs);
+        let app = &app;
+        async move { read(transcript::handle(app, request).await) }
+    };
+    let (status, _, page) = read_with(vec![("sessionId", session.clone())]).await;
+    assert_eq!(status, 200, "{page}");
+    let last = page["events"][0]["id"].as_str().unwrap().to_owned();
+    // Two seconds of waiting: about ten reads of the session, one admission.
+    let waiting =
+        vec![("sessionId", session.clone()), ("sinceEventId", last), ("waitSeconds", "2".into())];
+    let (status, _, page) = read_with(waiting).await;
+    assert_eq!((status, &page["events"]), (200, &json!([])), "{page}");
+    assert_eq!(number(&counters_of(&caller.user_id).await[0], "hits"), Some(2));
+    let (status, _, body) = read_with(vec![("sessionId", session)]).await;
+    assert_eq!(status, 429, "the third read is over the limit of 2: {body}");
+}

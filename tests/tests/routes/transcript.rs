@@ -9,6 +9,7 @@ use knoq_shared::routes::transcript::{self, PAGE_SIZE};
 use knoq_shared::workflow::TURN_TIMEOUT;
 use knoq_tests::*;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 async fn transcript_as(app: &App, who: As<'_>, query: &[(&str, &str)]) -> (u16, Value) {
     let (status, _, body) =
@@ -36,30 +37,45 @@ async fn session_with_texts(
         .create(&scope, &id, &text, &RunId::new(), TURN_TIMEOUT, Timestamp::now())
         .await
         .unwrap();
-    let db = dynamodb().await;
     for i in 0..extra {
-        let event_id = EventId::new().as_str().to_owned();
-        db.put_item()
-            .table_name(&app.config.tables.events)
-            .item("session_id", AttributeValue::S(id.as_string()))
-            .item("event_id", AttributeValue::S(event_id.clone()))
-            .item("type", AttributeValue::S("agent_message".into()))
-            .item("occurred_at", AttributeValue::S(Timestamp::now().rfc3339()))
-            .item("payload", AttributeValue::S(json!({ "text": text_of(i) }).to_string()))
-            .send()
-            .await
-            .unwrap();
-        // As every append does: the session names its last event.
-        db.update_item()
-            .table_name(&app.config.tables.sessions)
-            .key("id", AttributeValue::S(id.as_string()))
-            .update_expression("SET last_event_id = :last")
-            .expression_attribute_values(":last", AttributeValue::S(event_id))
-            .send()
-            .await
-            .unwrap();
+        add_event(app, &id.as_string(), &text_of(i)).await;
     }
     id.as_string()
+}
+
+/// Writes an `agent_message` of `text` to session `id` as an append does (the event, then
+/// the session naming it as its last); its id.
+async fn add_event(app: &App, id: &str, text: &str) -> String {
+    let db = dynamodb().await;
+    let event_id = EventId::new().as_str().to_owned();
+    db.put_item()
+        .table_name(&app.config.tables.events)
+        .item("session_id", AttributeValue::S(id.to_owned()))
+        .item("event_id", AttributeValue::S(event_id.clone()))
+        .item("type", AttributeValue::S("agent_message".into()))
+        .item("occurred_at", AttributeValue::S(Timestamp::now().rfc3339()))
+        .item("payload", AttributeValue::S(json!({ "text": text }).to_string()))
+        .send()
+        .await
+        .unwrap();
+    db.update_item()
+        .table_name(&app.config.tables.sessions)
+        .key("id", AttributeValue::S(id.to_owned()))
+        .update_expression("SET last_event_id = :last")
+        .expression_attribute_values(":last", AttributeValue::S(event_id.clone()))
+        .send()
+        .await
+        .unwrap();
+    event_id
+}
+
+/// A session of `caller` with one event after its opening message, and that event's id.
+async fn session_at_its_end(app: &App, caller: &Caller) -> (String, String) {
+    let id = session_with_events(app, caller, 1).await;
+    let who = As { token: Some(&caller.token), origin: None };
+    let (_, page) = transcript_as(app, who, &[("sessionId", &id)]).await;
+    let last = event_ids(&page).last().unwrap().clone();
+    (id, last)
 }
 
 fn event_ids(body: &Value) -> Vec<String> {
@@ -183,7 +199,8 @@ async fn bad_queries_are_400_naming_the_parameter() {
     let caller = new_caller().await;
     let id = session_with_events(&app, &caller, 0).await;
     let who = As { token: Some(&caller.token), origin: None };
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let wait_message = "waitSeconds must be a whole number of seconds from 0 to 20";
+    let cases: [(&[(&str, &str)], &str); 12] = [
         (&[], "sessionId is required"),
         (&[("sessionId", "")], "sessionId must not be empty"),
         (&[("sessionId", "not-a-uuid")], "sessionId must be a UUID"),
@@ -193,6 +210,12 @@ async fn bad_queries_are_400_naming_the_parameter() {
             "sinceEventId must be an event id (a UUID)",
         ),
         (&[("sessionId", &id), ("sinceEventId", "")], "sinceEventId must be an event id (a UUID)"),
+        (&[("sessionId", &id), ("waitSeconds", "21")], wait_message),
+        (&[("sessionId", &id), ("waitSeconds", "-1")], wait_message),
+        (&[("sessionId", &id), ("waitSeconds", "1.5")], wait_message),
+        (&[("sessionId", &id), ("waitSeconds", "+5")], wait_message),
+        (&[("sessionId", &id), ("waitSeconds", "")], wait_message),
+        (&[("sessionId", &id), ("waitSeconds", "1"), ("waitSeconds", "2")], "waitSeconds must be given once"),
     ];
     for (query, message) in cases {
         let (status, body) = transcript_as(&app, who.clone(), query).await;
@@ -224,4 +247,82 @@ async fn other_tenants_and_unknown_sessions_are_404_and_cookies_are_required() {
     let (status, body) =
         transcript_as(&app, As { token: Some(&expired), origin: None }, &query).await;
     assert_eq!((status, body), (401, json!({ "error": "session cookie has expired" })));
+}
+
+#[tokio::test]
+async fn a_waiting_read_answers_as_soon_as_an_event_is_written_after_its_cursor() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let (id, last) = session_at_its_end(&app, &caller).await;
+    let who = As { token: Some(&caller.token), origin: None };
+    let started = std::time::Instant::now();
+    let query = [("sessionId", id.as_str()), ("sinceEventId", last.as_str()), ("waitSeconds", "15")];
+    let reader = transcript_as(&app, who, &query);
+    let writer = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        add_event(&app, &id, "news").await
+    };
+    let ((status, page), written) = tokio::join!(reader, writer);
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(event_ids(&page), [written], "exactly the new event: {page}");
+    assert_eq!(page["events"][0]["payload"], json!({ "text": "news" }));
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(700), "it waited for the event: {waited:?}");
+    assert!(waited < Duration::from_secs(10), "it answered with the event, not at its end: {waited:?}");
+}
+
+#[tokio::test]
+async fn a_waiting_read_with_nothing_new_answers_an_empty_page_when_its_wait_ends() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let (id, last) = session_at_its_end(&app, &caller).await;
+    let who = As { token: Some(&caller.token), origin: None };
+    let started = std::time::Instant::now();
+    let query = [("sessionId", id.as_str()), ("sinceEventId", last.as_str()), ("waitSeconds", "1")];
+    let (status, page) = transcript_as(&app, who, &query).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"], json!([]));
+    assert_eq!(page["hasMore"], false);
+    assert_eq!(page["title"], "A long conversation");
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_waiting_read_with_events_to_show_or_no_cursor_answers_at_once() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let id = session_with_events(&app, &caller, 2).await;
+    let who = As { token: Some(&caller.token), origin: None };
+    let (_, page) = transcript_as(&app, who.clone(), &[("sessionId", &id)]).await;
+    let ids = event_ids(&page);
+    for query in [
+        vec![("sessionId", id.as_str()), ("waitSeconds", "20")],
+        vec![("sessionId", id.as_str()), ("sinceEventId", ids[0].as_str()), ("waitSeconds", "20")],
+    ] {
+        let started = std::time::Instant::now();
+        let (status, page) = transcript_as(&app, who.clone(), &query).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(!page["events"].as_array().unwrap().is_empty(), "{query:?}: {page}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{query:?} waited {:?}", started.elapsed());
+    }
+}
+
+#[tokio::test]
+async fn a_session_deleted_while_a_read_waits_ends_the_wait_with_404() {
+    let app = app().await;
+    let caller = new_caller().await;
+    let (id, last) = session_at_its_end(&app, &caller).await;
+    let scope = scope_of(&app, &caller).await;
+    let who = As { token: Some(&caller.token), origin: None };
+    let started = std::time::Instant::now();
+    let query = [("sessionId", id.as_str()), ("sinceEventId", last.as_str()), ("waitSeconds", "20")];
+    let reader = transcript_as(&app, who, &query);
+    let deleter = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let session = SessionId::parse(&id).unwrap();
+        app.sessions.mark_deleted(&scope, &session, "a-delete", Timestamp::now()).await.unwrap();
+    };
+    let ((status, body), ()) = tokio::join!(reader, deleter);
+    assert_eq!((status, body), (404, json!({ "error": "session not found" })));
+    assert!(started.elapsed() < Duration::from_secs(15), "cut short: {:?}", started.elapsed());
 }

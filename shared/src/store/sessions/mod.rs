@@ -415,12 +415,23 @@ impl SessionStore {
 
     /// The session, read strongly consistently, whoever owns it.
     pub async fn get(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.read(id, true).await
+    }
+
+    /// [`Self::get`], eventually consistent (half the read units; it may show the item as it
+    /// was a moment ago): for a reader that only watches for a change and reads strongly once
+    /// it sees one, as a waiting transcript read does.
+    pub async fn get_eventually(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.read(id, false).await
+    }
+
+    async fn read(&self, id: &str, consistent: bool) -> Result<Option<SessionRecord>, StoreError> {
         let output = self
             .client
             .get_item()
             .table_name(&self.sessions_table)
             .key("id", s(id))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(|e| StoreError::sdk("GetItem", e))?;
