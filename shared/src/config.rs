@@ -103,6 +103,9 @@ pub struct AgentConfig {
     /// How often, in ms, the worker's stop watch reads its session while it waits on the
     /// model or a tool (`KNOQ_STOP_WATCH_MS`, 1 to 5000; default 100).
     pub stop_watch_ms: u32,
+    /// The longest, in ms, streamed text waits before the worker writes it
+    /// (`KNOQ_TEXT_FLUSH_MS`, 1 to 10000; default 500).
+    pub text_flush_ms: u32,
 }
 
 /// The provider's public endpoint (`ANTHROPIC_BASE_URL` overrides it).
@@ -115,6 +118,8 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 pub const DEFAULT_MAX_STEPS: u32 = 8;
 /// Default stop watch interval in ms (`crate::agent::worker::STOP_WATCH_EVERY`).
 pub const DEFAULT_STOP_WATCH_MS: u32 = 100;
+/// Default text flush interval in ms (`crate::agent::worker::FLUSH_EVERY`).
+pub const DEFAULT_TEXT_FLUSH_MS: u32 = 500;
 
 impl AgentConfig {
     /// Reads the worker's provider settings through `lookup`.
@@ -150,6 +155,7 @@ impl AgentConfig {
             system_prompt: lookup("KNOQ_SYSTEM_PROMPT").unwrap_or_default(),
             max_steps: number("KNOQ_MAX_STEPS", DEFAULT_MAX_STEPS, 50)?,
             stop_watch_ms: number("KNOQ_STOP_WATCH_MS", DEFAULT_STOP_WATCH_MS, 5000)?,
+            text_flush_ms: number("KNOQ_TEXT_FLUSH_MS", DEFAULT_TEXT_FLUSH_MS, 10_000)?,
         })
     }
 }

@@ -131,12 +131,8 @@ pub async fn serve_worker() -> Result<(), lambda_runtime::Error> {
         agent.system_prompt.clone(),
     ))?;
     let poll = std::time::Duration::from_secs(app.config.workflow.poll_interval_secs);
-    let settings = WorkerSettings::for_poll_interval(
-        poll,
-        agent.max_steps,
-        std::time::Duration::from_millis(agent.stop_watch_ms.into()),
-        app.config.workflow.fault_injection,
-    );
+    let settings =
+        WorkerSettings::for_poll_interval(poll, &agent, app.config.workflow.fault_injection);
     let tools =
         Tools::new(vec![Box::new(SearchSessions::new(app.sessions.clone(), app.events.clone()))]);
     let worker: &'static Worker = Box::leak(Box::new(Worker::new(

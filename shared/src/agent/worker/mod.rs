@@ -6,7 +6,8 @@
 //!    finds it claimed and does nothing, so at-least-once delivery never doubles a turn;
 //! 2. rebuilds the conversation from the transcript ([`history::conversation`]);
 //! 3. loops: one streamed model call; text is written as `agent_message` events, flushed at
-//!    least every [`FLUSH_EVERY`] while it streams, so their texts in order are exactly the
+//!    least every [`WorkerSettings::flush_every`] while it streams (also while the model is
+//!    silent after some text), so their texts in order are exactly the
 //!    model's text; each `tool_use` is written, run through [`Tools`], and its `tool_result`
 //!    written and sent back with the next call; until the model stops for another reason
 //!    than a tool call, or the step cap (calls per turn) is reached;
@@ -37,6 +38,7 @@ use super::provider::{
 };
 use super::tools::Tools;
 use crate::clock::Timestamp;
+use crate::config::AgentConfig;
 use crate::domain::{EventId, EventType, RunId, UserScope};
 use crate::store::StoreError;
 use crate::store::events::{EventStore, StoredEvent};
@@ -49,8 +51,12 @@ mod waits;
 
 pub use pieces::{PIECE_BYTES, escaped_size, piece_end};
 
-/// The longest streamed text waits before it is written as an `agent_message`.
-pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// The longest streamed text waits, by default (`KNOQ_TEXT_FLUSH_MS`, the template's
+/// `TextFlushMilliseconds`), before it is written as an `agent_message`: a reader waiting on
+/// the transcript sees new text about this often while the model streams. Each flush is one
+/// append (a transaction of the event and the session item): 120 a turn-minute at 500 ms
+/// while text streams (`docs/scale.md`).
+pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 /// How often, by default (`KNOQ_STOP_WATCH_MS`, the template's `StopWatchMilliseconds`), the
 /// worker reads whether its turn is still its own while it waits on the model or a tool (the
@@ -73,25 +79,27 @@ pub struct WorkerSettings {
     /// How often the stop watch reads the session while the worker waits ([`STOP_WATCH_EVERY`]
     /// by default).
     pub stop_watch_every: Duration,
+    /// The longest streamed text waits before it is written ([`FLUSH_EVERY`] by default).
+    pub flush_every: Duration,
     /// Whether tests may plant faults ([`crate::test_hooks`]).
     pub fault_injection: bool,
 }
 
 impl WorkerSettings {
     /// The settings of a worker whose run polls every `poll_interval`: a heartbeat every
-    /// half interval, the [`super::lease::base_lease`] for that interval, the stop watch
-    /// every `stop_watch_every`.
+    /// half interval, the [`super::lease::base_lease`] for that interval, the step cap, stop
+    /// watch and text flush of `agent`.
     pub fn for_poll_interval(
         poll_interval: Duration,
-        max_steps: u32,
-        stop_watch_every: Duration,
+        agent: &AgentConfig,
         fault_injection: bool,
     ) -> Self {
         Self {
-            max_steps,
+            max_steps: agent.max_steps,
             heartbeat: poll_interval / 2,
             lease: super::lease::base_lease(poll_interval),
-            stop_watch_every,
+            stop_watch_every: Duration::from_millis(agent.stop_watch_ms.into()),
+            flush_every: Duration::from_millis(agent.text_flush_ms.into()),
             fault_injection,
         }
     }
@@ -426,12 +434,34 @@ impl<'a> Play<'a> {
         let mut pending_bytes = 0;
         let mut last_flush = tokio::time::Instant::now();
         loop {
-            let Some(next) = self.watched(stream.next()).await? else {
+            // With text pending, the wait for the next event ends at the flush's due time, so
+            // text is written on time also while the model pauses. `ModelStream::next` is
+            // cancel-safe: dropping it between events loses nothing.
+            let flush_due = (!pending.is_empty()).then(|| last_flush + self.worker.settings.flush_every);
+            let next_or_due = async {
+                match flush_due {
+                    None => Some(stream.next().await),
+                    Some(due) => tokio::select! {
+                        next = stream.next() => Some(next),
+                        () = tokio::time::sleep_until(due) => None,
+                    },
+                }
+            };
+            let Some(next) = self.watched(next_or_due).await? else {
                 // Dropping the stream closes the provider connection.
                 let usage = stream.usage();
                 drop(stream);
                 tracing::info!(session_id = %self.turn.session_id, "turn stopped; model call dropped");
                 return Ok((usage, StreamOutcome::Stopped));
+            };
+            let Some(next) = next else {
+                // The flush is due and the model has sent nothing new.
+                if !self.flush(&mut pending, streamed).await? {
+                    return Ok((stream.usage(), StreamOutcome::Stopped));
+                }
+                pending_bytes = 0;
+                last_flush = tokio::time::Instant::now();
+                continue;
             };
             let outputs = match next.and_then(|event| match event {
                 Some(event) => assembler.push(event),
@@ -475,7 +505,8 @@ impl<'a> Play<'a> {
                     }
                 }
             }
-            let due = last_flush.elapsed() >= FLUSH_EVERY || pending_bytes >= PIECE_BYTES;
+            let due = last_flush.elapsed() >= self.worker.settings.flush_every
+                || pending_bytes >= PIECE_BYTES;
             if !pending.is_empty() && due {
                 if !self.flush(&mut pending, streamed).await? {
                     return Ok((stream.usage(), StreamOutcome::Stopped));
