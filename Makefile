@@ -8,7 +8,7 @@ TOOLS := $(VENV)/.installed
 DEV_ENV := .local/dev.env
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help dev test unit chaos bench bench-workflow token token-name lint fmt check-nextest build deploy-staging
+.PHONY: help dev test unit chat chaos bench bench-workflow token token-name lint fmt check-nextest build deploy-staging
 
 ## help: every target, with what it does (the `## target:` comments of this Makefile)
 help:
@@ -34,6 +34,7 @@ test: $(TOOLS) check-nextest lint
 	$(VENV)/bin/python -m unittest discover -s infra/local
 	$(VENV)/bin/python -m unittest discover -s infra/scale
 	$(VENV)/bin/python -m unittest discover -s infra/chaos
+	$(VENV)/bin/python -m unittest discover -s infra/chat
 	infra/local/run.sh test
 
 ## unit: the fast loop: every library and unit test of the workspace, no emulator, no stack
@@ -70,6 +71,24 @@ bench: $(TOOLS)
 ## bench-workflow: cancel -> status_terminated latency of real turns, against the poll interval
 bench-workflow: $(TOOLS)
 	infra/local/run.sh bench-workflow
+
+## chat: talk to an agent session from the terminal: the answer streams in, a tool call is one
+## line, Ctrl-C during a turn cancels it (and says how long that took), Ctrl-C at the prompt
+## quits. Local (with make dev running): make chat USER_ID=<id> ORG_ID=<id>; a deployed API:
+## make chat API_URL=https://... COOKIE=<token> [ORIGIN=https://knoq.one] [COOKIE_NAME=...]
+chat:
+	@if [ -n "$(API_URL)" ]; then \
+	  if [ -z "$(COOKIE)" ]; then echo "usage: make chat API_URL=<url> COOKIE=<token> [ORIGIN=<origin>] [COOKIE_NAME=<name>]" >&2; exit 2; fi; \
+	  KNOQ_COOKIE="$(COOKIE)" python3 infra/chat/chat.py --api-url "$(API_URL)" \
+	    $(if $(ORIGIN),--origin "$(ORIGIN)") $(if $(COOKIE_NAME),--cookie-name "$(COOKIE_NAME)"); \
+	else \
+	  if [ -z "$(USER_ID)" ] || [ -z "$(ORG_ID)" ]; then echo "usage: make chat USER_ID=<id> ORG_ID=<id> (local), or make chat API_URL=<url> COOKIE=<token>" >&2; exit 2; fi; \
+	  if [ ! -s $(DEV_ENV) ]; then echo "make chat: start the local stack first (make dev)" >&2; exit 1; fi; \
+	  set -a; . ./$(DEV_ENV); set +a; \
+	  KNOQ_COOKIE=$$("$${CARGO_TARGET_DIR:-target}/debug/knoq-admin" issue-token --user "$(USER_ID)" --org "$(ORG_ID)") || exit 1; \
+	  export KNOQ_COOKIE; python3 infra/chat/chat.py --api-url "http://127.0.0.1:$${KNOQ_API_PORT:-9000}" \
+	    --origin "$$ALLOWED_ORIGIN" --cookie-name "$$SESSION_COOKIE_NAME"; \
+	fi
 
 ## token: print a session cookie value for USER_ID in ORG_ID (needs `make dev` running)
 token:

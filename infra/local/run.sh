@@ -51,7 +51,10 @@ case "$MODE" in
   *) echo "usage: run.sh dev|test|bench|bench-workflow|chaos" >&2; exit 2 ;;
 esac
 ENV_FILE=${KNOQ_ENV_FILE:-.local/$MODE.env}
-if [ "$MODE" = test ] || [ "$MODE" = chaos ]; then READS_LIMIT=${KNOQ_READS_LIMIT_PER_MINUTE:-100000}
+# bench-workflow raises it too: each batch follows four live turns of one user with waiting
+# reads, about eight answers a second while their text streams.
+if [ "$MODE" = test ] || [ "$MODE" = chaos ] || [ "$MODE" = bench-workflow ]; then
+  READS_LIMIT=${KNOQ_READS_LIMIT_PER_MINUTE:-100000}
 else READS_LIMIT=${KNOQ_READS_LIMIT_PER_MINUTE:-}; fi
 # Template parameters stack.py sets for this run, over its LOCAL_PARAMETERS.
 STACK_PARAMETERS=()
@@ -328,6 +331,9 @@ MSG
       cargo nextest run --workspace --no-fail-fast "${SELECTED_TESTS[@]}"
       [ ${#SELECTED_TESTS[@]} -gt 0 ] || "$PY" -m unittest discover -s infra/fuzz -p "test_*.py"
     fi
+    # The terminal client (make chat) driven end to end against this stack.
+    [ ${#SELECTED_TESTS[@]} -gt 0 ] || "$PY" -m unittest discover -s infra/chat -p "live_test_*.py"
+
     # The chaos runs need the project's own emulator (its /_knoq/chaos fault schedule).
     CHAOS_FAILED=0
     if [ ${#SELECTED_TESTS[@]} -eq 0 ] && [ -z "$EXTERNAL_ENDPOINT" ]; then chaos_runs || CHAOS_FAILED=1; fi
