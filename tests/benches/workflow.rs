@@ -13,6 +13,14 @@
 //! It also splits each latency in two, from the stored timestamps: `cancelled_at` →
 //! the event's `occurred_at` (waiting for the next poll, plus the checker's work up to the
 //! write), and the rest (the write committing, plus the 5 ms measurement poll).
+//!
+//! Each turn also has a follower, as a client showing it live would: waiting transcript
+//! reads (`waitSeconds=20`) from the opening message on, already waiting when the cancel is
+//! sent. It gives `cancel_to_waiting_reader_terminated_*` (the cancel's answer → the follower
+//! holding `status_terminated`) and `delta_to_reader_p50_ms` (a word leaving the provider →
+//! the follower holding it; the word's departure is taken as the stream's first byte plus
+//! its index times the word delay, which the emulator's sleeps only make later, so the
+//! figure errs high).
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +37,32 @@ struct Sample {
     visible: Duration,
     server: Duration,
     provider_closed: Duration,
+    follower_terminated: Duration,
+    /// Per word the follower held: from its departure at the provider to its arrival.
+    word_latencies: Vec<Duration>,
+}
+
+/// The word delay of the benchmark's answers.
+const WORD_DELAY_MS: i64 = 50;
+
+/// Follows session `id` with waiting reads from `cursor` until `status_terminated` (or 60 s);
+/// each event with the epoch ms at which its answer arrived.
+async fn follow(client: ApiClient, id: String, mut cursor: String) -> Vec<(i64, serde_json::Value)> {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while started.elapsed() < Duration::from_secs(60) {
+        let (status, _, page) = client.wait_for_events(&id, &cursor, 20).await;
+        let arrived = epoch_ms();
+        assert_eq!(status, 200, "{page}");
+        for event in page["events"].as_array().unwrap() {
+            cursor = event["id"].as_str().unwrap().to_owned();
+            seen.push((arrived, event.clone()));
+        }
+        if seen.iter().any(|(_, event)| event["type"] == "status_terminated") {
+            break;
+        }
+    }
+    seen
 }
 
 /// A pseudo-random fraction in [0, 1) from a fresh UUID (no extra dependency).
@@ -57,7 +91,7 @@ async fn terminated_event(db: &aws_sdk_dynamodb::Client, table: &str, id: &str) 
     output.items().first().map(|item| attr(item, "occurred_at").unwrap().to_owned())
 }
 
-/// How long each benchmark answer streams: 200 words, 50 ms each.
+/// How long each benchmark answer streams: 200 words, [`WORD_DELAY_MS`] each.
 const ANSWER: Duration = Duration::from_secs(10);
 
 async fn one_turn(client: &ApiClient) -> Sample {
@@ -65,8 +99,10 @@ async fn one_turn(client: &ApiClient) -> Sample {
     let events = config().tables.events;
     let tag = unique("bench");
     let (id, _) = client
-        .create(&format!("Benchmark turn [[emu tag={tag} notool=1 words=200 delay_ms=50]]"))
+        .create(&format!("Benchmark turn [[emu tag={tag} notool=1 words=200 delay_ms={WORD_DELAY_MS}]]"))
         .await;
+    let opening = client.transcript(&id).await["events"][0]["id"].as_str().unwrap().to_owned();
+    let follower = tokio::spawn(follow(client.clone(), id.clone(), opening));
     provider_calls_until(&tag, Duration::from_secs(30), |calls| !calls.is_empty()).await;
     // Cancel somewhere inside the streamed answer.
     let window = ANSWER.as_secs_f64() - 2.0;
@@ -92,7 +128,27 @@ async fn one_turn(client: &ApiClient) -> Sample {
     let closed_ms = calls.last().unwrap()["closedAtMs"].as_i64().unwrap();
     assert_eq!(calls.last().unwrap()["closedBy"], "client", "{calls:?}");
     let provider_closed = Duration::from_millis((closed_ms - answered_ms).max(0) as u64);
-    Sample { visible, server, provider_closed }
+    let seen = follower.await.unwrap();
+    let terminated_at = seen
+        .iter()
+        .find(|(_, event)| event["type"] == "status_terminated")
+        .map(|(at, _)| *at)
+        .unwrap_or_else(|| panic!("the follower of {id} never held status_terminated"));
+    let follower_terminated = Duration::from_millis((terminated_at - answered_ms).max(0) as u64);
+    let first_byte = calls[0]["firstByteAtMs"].as_i64().unwrap();
+    let mut words = 0;
+    let mut word_latencies = Vec::new();
+    for (arrived, event) in &seen {
+        if event["type"] != "agent_message" {
+            continue;
+        }
+        for _ in event["payload"]["text"].as_str().unwrap().split_whitespace() {
+            words += 1;
+            let left = first_byte + words * WORD_DELAY_MS;
+            word_latencies.push(Duration::from_millis((arrived - left).max(0) as u64));
+        }
+    }
+    Sample { visible, server, provider_closed, follower_terminated, word_latencies }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -158,5 +214,18 @@ async fn main() {
     println!("cancel_to_provider_closed_p50_ms={:.0}", ms(percentile(&closed, 50.0)));
     println!("cancel_to_provider_closed_p95_ms={:.0}", ms(percentile(&closed, 95.0)));
     println!("cancel_to_provider_closed_max_ms={:.0}", ms(*closed.last().unwrap()));
+    row(
+        "cancel answer -> waiting reader holds it",
+        samples.iter().map(|s| s.follower_terminated).collect(),
+        interval,
+    );
+    let mut followed: Vec<Duration> = samples.iter().map(|s| s.follower_terminated).collect();
+    followed.sort();
+    let mut words: Vec<Duration> = samples.iter().flat_map(|s| s.word_latencies.clone()).collect();
+    words.sort();
+    println!("cancel_to_waiting_reader_terminated_p50_ms={:.0}", ms(percentile(&followed, 50.0)));
+    println!("cancel_to_waiting_reader_terminated_max_ms={:.0}", ms(*followed.last().unwrap()));
+    println!("delta_to_reader_p50_ms={:.0} ({} words)", ms(percentile(&words, 50.0)), words.len());
+    println!("delta_to_reader_p95_ms={:.0}", ms(percentile(&words, 95.0)));
     println!("poll_interval_ms={}", interval.as_millis());
 }

@@ -6,6 +6,7 @@
 mod agent;
 mod faults;
 mod http_api;
+mod live;
 mod purge;
 mod robustness;
 mod sessions_api;
