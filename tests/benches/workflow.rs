@@ -47,7 +47,11 @@ const WORD_DELAY_MS: i64 = 50;
 
 /// Follows session `id` with waiting reads from `cursor` until `status_terminated` (or 60 s);
 /// each event with the epoch ms at which its answer arrived.
-async fn follow(client: ApiClient, id: String, mut cursor: String) -> Vec<(i64, serde_json::Value)> {
+async fn follow(
+    client: ApiClient,
+    id: String,
+    mut cursor: String,
+) -> Vec<(i64, serde_json::Value)> {
     let started = Instant::now();
     let mut seen = Vec::new();
     while started.elapsed() < Duration::from_secs(60) {
@@ -99,7 +103,9 @@ async fn one_turn(client: &ApiClient) -> Sample {
     let events = config().tables.events;
     let tag = unique("bench");
     let (id, _) = client
-        .create(&format!("Benchmark turn [[emu tag={tag} notool=1 words=200 delay_ms={WORD_DELAY_MS}]]"))
+        .create(&format!(
+            "Benchmark turn [[emu tag={tag} notool=1 words=200 delay_ms={WORD_DELAY_MS}]]"
+        ))
         .await;
     let opening = client.transcript(&id).await["events"][0]["id"].as_str().unwrap().to_owned();
     let follower = tokio::spawn(follow(client.clone(), id.clone(), opening));

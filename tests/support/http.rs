@@ -157,8 +157,11 @@ impl ApiClient {
     /// empty page after `wait_seconds`.
     pub async fn wait_for_events(&self, id: &str, since: &str, wait_seconds: u64) -> Answer {
         let wait = wait_seconds.to_string();
-        self.get("transcript", &[("sessionId", id), ("sinceEventId", since), ("waitSeconds", &wait)])
-            .await
+        self.get(
+            "transcript",
+            &[("sessionId", id), ("sinceEventId", since), ("waitSeconds", &wait)],
+        )
+        .await
     }
 
     /// Follows the transcript with waiting reads (20 s each) from `since` until an event of

@@ -215,7 +215,10 @@ async fn bad_queries_are_400_naming_the_parameter() {
         (&[("sessionId", &id), ("waitSeconds", "1.5")], wait_message),
         (&[("sessionId", &id), ("waitSeconds", "+5")], wait_message),
         (&[("sessionId", &id), ("waitSeconds", "")], wait_message),
-        (&[("sessionId", &id), ("waitSeconds", "1"), ("waitSeconds", "2")], "waitSeconds must be given once"),
+        (
+            &[("sessionId", &id), ("waitSeconds", "1"), ("waitSeconds", "2")],
+            "waitSeconds must be given once",
+        ),
     ];
     for (query, message) in cases {
         let (status, body) = transcript_as(&app, who.clone(), query).await;
@@ -256,7 +259,8 @@ async fn a_waiting_read_answers_as_soon_as_an_event_is_written_after_its_cursor(
     let (id, last) = session_at_its_end(&app, &caller).await;
     let who = As { token: Some(&caller.token), origin: None };
     let started = std::time::Instant::now();
-    let query = [("sessionId", id.as_str()), ("sinceEventId", last.as_str()), ("waitSeconds", "15")];
+    let query =
+        [("sessionId", id.as_str()), ("sinceEventId", last.as_str()), ("waitSeconds", "15")];
     let reader = transcript_as(&app, who, &query);
     let writer = async {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -268,7 +272,10 @@ async fn a_waiting_read_answers_as_soon_as_an_event_is_written_after_its_cursor(
     assert_eq!(page["events"][0]["payload"], json!({ "text": "news" }));
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(700), "it waited for the event: {waited:?}");
-    assert!(waited < Duration::from_secs(10), "it answered with the event, not at its end: {waited:?}");
+    assert!(
+        waited < Duration::from_secs(10),
+        "it answered with the event, not at its end: {waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -303,7 +310,11 @@ async fn a_waiting_read_with_events_to_show_or_no_cursor_answers_at_once() {
         let (status, page) = transcript_as(&app, who.clone(), &query).await;
         assert_eq!(status, 200, "{page}");
         assert!(!page["events"].as_array().unwrap().is_empty(), "{query:?}: {page}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{query:?} waited {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{query:?} waited {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -315,7 +326,8 @@ async fn a_session_deleted_while_a_read_waits_ends_the_wait_with_404() {
     let scope = scope_of(&app, &caller).await;
     let who = As { token: Some(&caller.token), origin: None };
     let started = std::time::Instant::now();
-    let query = [("sessionId", id.as_str()), ("sinceEventId", last.as_str()), ("waitSeconds", "20")];
+    let query =
+        [("sessionId", id.as_str()), ("sinceEventId", last.as_str()), ("waitSeconds", "20")];
     let reader = transcript_as(&app, who, &query);
     let deleter = async {
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -42,7 +42,10 @@ async fn a_waiting_read_is_woken_by_the_cancel_of_a_silent_turn() {
     assert_eq!(types, ["status_terminated"], "{page}");
     assert!(page["events"][0]["payload"]["cancelledBy"].is_string(), "{page}");
     let after_cancel = answered_at - asked;
-    assert!(after_cancel < 15_000, "woken by the cancel, not at the end of its wait: {after_cancel} ms");
+    assert!(
+        after_cancel < 15_000,
+        "woken by the cancel, not at the end of its wait: {after_cancel} ms"
+    );
 }
 
 #[tokio::test]

@@ -437,7 +437,8 @@ impl<'a> Play<'a> {
             // With text pending, the wait for the next event ends at the flush's due time, so
             // text is written on time also while the model pauses. `ModelStream::next` is
             // cancel-safe: dropping it between events loses nothing.
-            let flush_due = (!pending.is_empty()).then(|| last_flush + self.worker.settings.flush_every);
+            let flush_due =
+                (!pending.is_empty()).then(|| last_flush + self.worker.settings.flush_every);
             let next_or_due = async {
                 match flush_due {
                     None => Some(stream.next().await),
