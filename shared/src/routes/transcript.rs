@@ -131,18 +131,22 @@ fn has_events_after(session: &SessionRecord, since: Option<&EventId>) -> bool {
 }
 
 /// How long this invocation may still run (its Lambda deadline), or [`Duration::MAX`] when
-/// it runs outside Lambda (in-process tests) or knows no deadline.
+/// it knows no deadline: outside Lambda (in-process tests), or under `cargo lambda watch`,
+/// which sends every invocation the same `Lambda-Runtime-Deadline-Ms: 600000` (1970). A
+/// deadline already past when the request is read is taken as unknown: on AWS an invocation
+/// past its deadline is no longer running.
 fn time_left(request: &Request) -> Duration {
-    let Some(deadline_ms) =
-        request.lambda_context_ref().map(|context| context.deadline).filter(|ms| *ms > 0)
-    else {
+    let Some(deadline_ms) = request.lambda_context_ref().map(|context| context.deadline) else {
         return Duration::MAX;
     };
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0);
-    Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+    match deadline_ms.checked_sub(now_ms) {
+        Some(left) if left > 0 => Duration::from_millis(left),
+        _ => Duration::MAX,
+    }
 }
 
 /// Waits up to `budget` for an event after `since`, reading the session every
@@ -178,4 +182,32 @@ async fn wait_for_event(
         }
     }
     app.sessions.get_owned(scope, session_id).await?.ok_or(ApiError::SessionNotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::lambda_runtime::Context;
+
+    fn request_with_deadline(deadline_ms: u64) -> Request {
+        let mut context = Context::default();
+        context.deadline = deadline_ms;
+        lambda_http::http::Request::builder()
+            .body(Body::Empty)
+            .unwrap()
+            .with_lambda_context(context)
+    }
+
+    #[test]
+    fn the_wait_is_cut_to_the_invocations_deadline_when_it_has_a_real_one() {
+        let now_ms =
+            u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis())
+                .unwrap();
+        let left = time_left(&request_with_deadline(now_ms + 10_000));
+        assert!(left <= Duration::from_secs(10) && left > Duration::from_secs(8), "{left:?}");
+        // cargo lambda watch's fixed deadline (epoch ms 600000), and none at all: unknown.
+        assert_eq!(time_left(&request_with_deadline(600_000)), Duration::MAX);
+        let outside = lambda_http::http::Request::builder().body(Body::Empty).unwrap();
+        assert_eq!(time_left(&outside), Duration::MAX);
+    }
 }
