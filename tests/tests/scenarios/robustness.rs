@@ -733,8 +733,9 @@ async fn a_cookie_used_right_after_sign_in_authenticates_through_a_stale_read() 
 /// cancel. Every lease renewal of the session is held 3 s by the emulator, so a worker that
 /// learnt of the cancel from its heartbeat would close the connection 2.5 s or more after the
 /// cancel's answer; the stop watch reads the stamp every 100 ms and closes it well within
-/// that, while the model streams (`silent_ms` absent) and while it is silent.
-async fn a_cancel_closes_the_model_call_before_any_heartbeat_could(directive: &str) {
+/// that, while the model streams (`silent_ms` absent) and while it is silent. A delete (which
+/// cancels the session it marks) closes it the same way.
+async fn stop_closes_the_model_call_before_any_heartbeat_could(directive: &str, delete: bool) {
     let client = ApiClient::for_new_caller().await;
     let tag = unique("watch");
     let (id, _) = client.create(&format!("Go on [[emu tag={tag} notool=1 {directive}]]")).await;
@@ -748,7 +749,12 @@ async fn a_cancel_closes_the_model_call_before_any_heartbeat_could(directive: &s
         .plant()
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
+    if delete {
+        let (status, _, body) = client.delete("session", &[("sessionId", &id)]).await;
+        assert_eq!((status.as_u16(), body), (200, json!({ "ok": true })));
+    } else {
+        assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
+    }
     let answered = epoch_ms();
     let calls = provider_calls_until(&tag, Duration::from_secs(10), |calls| {
         !calls[0]["closedAtMs"].is_null()
@@ -759,8 +765,13 @@ async fn a_cancel_closes_the_model_call_before_any_heartbeat_could(directive: &s
     let closed_after = calls[0]["closedAtMs"].as_i64().unwrap() - answered;
     assert!(
         closed_after < 1_500,
-        "closed {closed_after} ms after the cancel's answer: a heartbeat's pace, not the watch's"
+        "closed {closed_after} ms after the answer: a heartbeat's pace, not the watch's"
     );
+    if delete {
+        let (status, _, _) = client.get("transcript", &[("sessionId", &id)]).await;
+        assert_eq!(status.as_u16(), 404);
+        return;
+    }
     let ended = client
         .transcript_until(&id, Duration::from_millis(50), Duration::from_secs(15), |t| {
             count_of(t, "status_terminated") > 0
@@ -771,10 +782,15 @@ async fn a_cancel_closes_the_model_call_before_any_heartbeat_could(directive: &s
 
 #[tokio::test]
 async fn a_cancel_while_the_model_streams_closes_the_call_at_the_stop_watch_not_the_heartbeat() {
-    a_cancel_closes_the_model_call_before_any_heartbeat_could("words=400 delay_ms=40").await;
+    stop_closes_the_model_call_before_any_heartbeat_could("words=400 delay_ms=40", false).await;
 }
 
 #[tokio::test]
 async fn a_cancel_while_the_model_is_silent_closes_the_call_at_the_stop_watch_not_the_heartbeat() {
-    a_cancel_closes_the_model_call_before_any_heartbeat_could("silent_ms=30000").await;
+    stop_closes_the_model_call_before_any_heartbeat_could("silent_ms=30000", false).await;
+}
+
+#[tokio::test]
+async fn a_delete_while_the_model_streams_closes_the_call_at_the_stop_watch_not_the_heartbeat() {
+    stop_closes_the_model_call_before_any_heartbeat_could("words=400 delay_ms=40", true).await;
 }
