@@ -117,6 +117,10 @@ services_end_within() {
 # 5 s more, SIGKILL.
 stop_services() {
   local pid left
+  # A service forked just as the signal came can be missing from PIDS (the trap ran between
+  # its `&` and `PIDS+=`): every child of this script is a service, so each is added too.
+  # (The list holds the `ps` of the substitution itself, gone by then: its kill fails quietly.)
+  PIDS+=($(ps -o pid= --ppid $$ 2>/dev/null || true))
   for pid in "${PIDS[@]}"; do
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   done
@@ -289,6 +293,9 @@ case "$MODE" in
     start_emulator --run-schedules
     start_functions
     wait_for_routes
+    # One line per request and per turn event, from the log, until Ctrl-C. Started before the
+    # banner, so that a stop the moment the banner shows finds it among the services.
+    SERVICE_LOG="" start "$PY" infra/local/dev_view.py --follow "$SERVICE_LOG"
     cat <<MSG
 
 Knoq is running locally (Ctrl-C stops everything):
@@ -300,8 +307,6 @@ Knoq is running locally (Ctrl-C stops everything):
   cookie         make token USER_ID=<id> ORG_ID=<id>   (cookie name: make token-name)
 
 MSG
-    # One line per request and per turn event, from the log, until Ctrl-C.
-    SERVICE_LOG="" start "$PY" infra/local/dev_view.py --follow "$SERVICE_LOG"
     wait "${PIDS[@]}"
     ;;
   test)
