@@ -80,6 +80,7 @@ def alive(processes: dict[int, int]) -> list[int]:
 
 
 class DevStopsOnSignalsTest(unittest.TestCase):
+    maxDiff = None
     @classmethod
     def setUpClass(cls):
         subprocess.run(["cargo", "build", "--workspace", "--bins"], cwd=ROOT, check=True, timeout=1800)
