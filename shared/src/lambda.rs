@@ -7,9 +7,8 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response, service_fn};
 use tracing::Instrument;
 
-use crate::agent::provider::{ApiKey, Provider, ProviderConfig};
-use crate::agent::tools::{SearchSessions, Tools};
-use crate::agent::worker::{Worker, WorkerRequest, WorkerSettings};
+use crate::agent::provider::ApiKey;
+use crate::agent::worker::{Worker, WorkerRequest};
 use crate::app::App;
 use crate::checker::{Checker, CheckerEvent};
 use crate::config::AgentConfig;
@@ -123,25 +122,9 @@ pub async fn serve_worker() -> Result<(), lambda_runtime::Error> {
     let agent = AgentConfig::from_lookup(|name| std::env::var(name).ok())?;
     let api_key =
         read_api_key(&aws_sdk_secretsmanager::Client::new(&sdk), &agent.api_key_secret).await?;
-    let provider = Provider::new(ProviderConfig::with_production_policy(
-        agent.base_url.clone(),
-        api_key,
-        agent.model.clone(),
-        agent.max_tokens,
-        agent.system_prompt.clone(),
-    ))?;
     let poll = std::time::Duration::from_secs(app.config.workflow.poll_interval_secs);
-    let settings =
-        WorkerSettings::for_poll_interval(poll, &agent, app.config.workflow.fault_injection);
-    let tools =
-        Tools::new(vec![Box::new(SearchSessions::new(app.sessions.clone(), app.events.clone()))]);
-    let worker: &'static Worker = Box::leak(Box::new(Worker::new(
-        app.sessions.clone(),
-        app.events.clone(),
-        provider,
-        tools,
-        settings,
-    )));
+    let worker: &'static Worker =
+        Box::leak(Box::new(Worker::for_app(&app, &agent, api_key, poll)?));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: lambda_runtime::LambdaEvent<WorkerRequest>| worker.handle(event.payload),
     ))

@@ -10,4 +10,5 @@ mod live;
 mod purge;
 mod robustness;
 mod sessions_api;
+mod stop;
 mod workflow;

@@ -33,10 +33,10 @@ use serde_json::json;
 use super::history::{self, HISTORY_CHAR_BUDGET};
 use super::lease::LeaseClock;
 use super::provider::{
-    Assembler, ContentBlock, Message, ModelStream, Output, Provider, ProviderError, Role, ToolSpec,
-    Usage,
+    ApiKey, Assembler, ContentBlock, Message, ModelStream, Output, Provider, ProviderConfig,
+    ProviderError, Role, ToolSpec, Usage,
 };
-use super::tools::Tools;
+use super::tools::{SearchSessions, Tools};
 use crate::clock::Timestamp;
 use crate::config::AgentConfig;
 use crate::domain::{EventId, EventType, RunId, UserScope};
@@ -204,6 +204,31 @@ impl Worker {
     ) -> Self {
         let lease = LeaseClock::new(settings.lease);
         Self { sessions, events, provider, tools, settings, lease }
+    }
+
+    /// The worker a function built around `app` runs: the model of `agent` called with
+    /// `api_key`, the `search_sessions` tool over `app`'s tables, and the settings of a run
+    /// that polls every `poll_interval` ([`WorkerSettings::for_poll_interval`]).
+    pub fn for_app(
+        app: &crate::app::App,
+        agent: &AgentConfig,
+        api_key: ApiKey,
+        poll_interval: Duration,
+    ) -> Result<Self, ProviderError> {
+        let provider = Provider::new(ProviderConfig::with_production_policy(
+            agent.base_url.clone(),
+            api_key,
+            agent.model.clone(),
+            agent.max_tokens,
+            agent.system_prompt.clone(),
+        ))?;
+        let tools = Tools::new(vec![Box::new(SearchSessions::new(
+            app.sessions.clone(),
+            app.events.clone(),
+        ))]);
+        let fault_injection = app.config.workflow.fault_injection;
+        let settings = WorkerSettings::for_poll_interval(poll_interval, agent, fault_injection);
+        Ok(Self::new(app.sessions.clone(), app.events.clone(), provider, tools, settings))
     }
 
     fn lease_until(&self) -> Timestamp {
