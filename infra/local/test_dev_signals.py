@@ -19,9 +19,9 @@ import time
 import unittest
 from pathlib import Path
 
-import stack
+import sam_template
 
-ROOT = stack.ROOT
+ROOT = sam_template.ROOT
 BANNER = "Knoq is running locally"
 #: How long a stopped `make dev` may take to be gone entirely.
 STOP_WITHIN_SECS = 20

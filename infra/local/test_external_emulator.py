@@ -29,9 +29,10 @@ from pathlib import Path
 import boto3
 
 import lambda_deploy
+import sam_template
 import stack
 
-ROOT = stack.ROOT
+ROOT = sam_template.ROOT
 LOCALSTACK_ACCOUNT = "000000000000"
 PROVIDER = {"base_url": "http://127.0.0.1:4598", "api_key": "local-test-key", "model": ""}
 CONTAINER_PROVIDER = "http://host.docker.internal:4598"
@@ -55,7 +56,7 @@ class PiecesTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.template = stack.load_template()
+        cls.template = sam_template.load_template()
 
     def test_the_host_cpu_names_the_lambda_architecture(self):
         self.assertEqual(lambda_deploy.host_architecture("x86_64"), "x86_64")
@@ -105,9 +106,9 @@ class PiecesTest(unittest.TestCase):
                          "https://api.anthropic.com")
 
     def test_the_state_machine_invokes_the_checker_and_the_worker_only(self):
-        invoked = stack.invoked_functions(self.template)
+        invoked = sam_template.invoked_functions(self.template)
         self.assertEqual(invoked, ["CheckerFunction", "WorkerFunction"])
-        self.assertEqual([stack.local_function_name(self.template, f) for f in invoked], ["checker", "worker"])
+        self.assertEqual([sam_template.local_function_name(self.template, f) for f in invoked], ["checker", "worker"])
 
     def test_settings_come_from_the_function_else_from_globals(self):
         worker = lambda_deploy.function_settings(self.template, "WorkerFunction")
@@ -124,10 +125,10 @@ class PiecesTest(unittest.TestCase):
         self.assertIsNone(sweeper["event_invoke"], "a function that sets none")
 
     def test_a_deployed_function_gets_its_own_environment_only(self):
-        parameters = {**stack.LOCAL_PARAMETERS, **stack.provider_parameters("arn:s", PROVIDER)}
-        checker = stack.function_environment(self.template, "p-", parameters, only="CheckerFunction")
-        worker = stack.function_environment(self.template, "p-", parameters, only="WorkerFunction")
-        shared = stack.function_environment(self.template, "p-", parameters)
+        parameters = {**sam_template.LOCAL_PARAMETERS, **sam_template.provider_parameters("arn:s", PROVIDER)}
+        checker = sam_template.function_environment(self.template, "p-", parameters, only="CheckerFunction")
+        worker = sam_template.function_environment(self.template, "p-", parameters, only="WorkerFunction")
+        shared = sam_template.function_environment(self.template, "p-", parameters)
         self.assertNotIn("ANTHROPIC_BASE_URL", checker)
         self.assertEqual(worker["ANTHROPIC_BASE_URL"], PROVIDER["base_url"])
         self.assertNotIn("TURN_STATE_MACHINE_ARN", worker)
@@ -136,11 +137,11 @@ class PiecesTest(unittest.TestCase):
 
     def test_the_definition_names_the_deployed_arns_and_refuses_a_missing_one(self):
         arns = {"CheckerFunction": "arn:checker", "WorkerFunction": "arn:worker"}
-        definition = json.loads(stack.state_machine_definition(self.template, "TurnStateMachine", arns))
+        definition = json.loads(sam_template.state_machine_definition(self.template, "TurnStateMachine", arns))
         named = {n: s["Parameters"]["FunctionName"] for n, s in definition["States"].items() if s["Type"] == "Task"}
         self.assertEqual(named, {"StartWorker": "arn:worker", "Poll": "arn:checker", "RecordFailure": "arn:checker"})
         with self.assertRaises(SystemExit):
-            stack.state_machine_definition(self.template, "TurnStateMachine", {"CheckerFunction": "arn:checker"})
+            sam_template.state_machine_definition(self.template, "TurnStateMachine", {"CheckerFunction": "arn:checker"})
 
     def test_the_emulator_sets_aws_variables_itself_so_a_deployment_refuses_them(self):
         with self.assertRaises(SystemExit) as refused:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import yaml
 
-import stack
+import sam_template
 
-SHARED_SRC = stack.ROOT / "shared" / "src"
+SHARED_SRC = sam_template.ROOT / "shared" / "src"
 
 # ----------------------------------------------------------------------------------------
 # What the code needs: function -> (template resource, index or None) -> IAM actions.
@@ -453,7 +453,7 @@ def state_machine_definition(props: dict, root: Path) -> dict | str:
     return f"cannot read its definition ({json.dumps(uri)})"
 
 
-def state_machine_problems(template: dict, root: Path = stack.ROOT) -> list[str]:
+def state_machine_problems(template: dict, root: Path = sam_template.ROOT) -> list[str]:
     """A state machine's role may invoke exactly the functions its definition names, and
     do nothing else."""
     problems = []
@@ -506,7 +506,7 @@ def state_machine_problems(template: dict, root: Path = stack.ROOT) -> list[str]
     return problems
 
 
-def template_problems(template: dict, root: Path = stack.ROOT) -> list[str]:
+def template_problems(template: dict, root: Path = sam_template.ROOT) -> list[str]:
     return (
         wildcard_problems(template)
         + policy_shape_problems(template)
@@ -586,7 +586,7 @@ def code_problems(sources: dict[str, str], needs: dict = NEEDS) -> list[str]:
 class TemplateIsLeastPrivilegeTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.template = stack.load_template()
+        cls.template = sam_template.load_template()
 
     def test_the_template_has_what_these_checks_read(self):
         functions = resources_of(self.template, "AWS::Serverless::Function")
@@ -617,7 +617,7 @@ class ChecksCanFailTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.template = stack.load_template()
+        cls.template = sam_template.load_template()
 
     def mutated(self):
         return copy.deepcopy(self.template)
@@ -793,7 +793,7 @@ class ChecksCanFailTest(unittest.TestCase):
     def test_an_inline_definition_is_read_too(self):
         template = self.mutated()
         props = template["Resources"]["TurnStateMachine"]["Properties"]
-        props["Definition"] = json.loads((stack.ROOT / props.pop("DefinitionUri")).read_text())
+        props["Definition"] = json.loads((sam_template.ROOT / props.pop("DefinitionUri")).read_text())
         self.assertEqual(state_machine_problems(template), [])
         props["Definition"]["States"]["Poll"]["Parameters"]["FunctionName"] = "arn:aws:lambda:x"
         self.assert_problem(state_machine_problems(template), "is not a function of this template")

@@ -14,15 +14,17 @@ from pathlib import Path
 
 import yaml
 
+import emulator_patches
+import sam_template
 import stack
 
-CONFIG_RS = stack.ROOT / "shared" / "src" / "config.rs"
+CONFIG_RS = sam_template.ROOT / "shared" / "src" / "config.rs"
 
 
 class TemplateTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.template = stack.load_template()
+        cls.template = sam_template.load_template()
 
     def test_short_form_tags_are_read(self):
         cancel = self.template["Resources"]["CancelFunction"]["Properties"]
@@ -33,7 +35,7 @@ class TemplateTest(unittest.TestCase):
         self.assertIn({"Fn::GetAtt": ["SessionsTable", "Arn"]}, resources)
 
     def test_every_table_becomes_a_create_request_with_its_keys(self):
-        requests = {c["TableName"]: (c, ttl) for c, ttl in stack.create_table_requests(self.template, "p-")}
+        requests = {c["TableName"]: (c, ttl) for c, ttl in sam_template.create_table_requests(self.template, "p-")}
         self.assertEqual(
             set(requests),
             {f"p-{t}" for t in ["SessionsTable", "EventsTable", "AuthSessionsTable",
@@ -46,7 +48,7 @@ class TemplateTest(unittest.TestCase):
             self.assertEqual(ttl["TimeToLiveSpecification"]["AttributeName"], "expires_at")
 
     def test_environment_resolves_every_reference(self):
-        env = stack.function_environment(
+        env = sam_template.function_environment(
             self.template, "p-", {"AllowedOrigin": "http://127.0.0.1:9000", **PROVIDER}
         )
         self.assertEqual(env["SESSIONS_TABLE"], "p-SessionsTable")
@@ -58,16 +60,16 @@ class TemplateTest(unittest.TestCase):
     def test_every_variable_the_functions_require_is_set_by_the_template(self):
         required = set(re.findall(r'required\("([A-Z_]+)"\)', CONFIG_RS.read_text()))
         self.assertGreaterEqual(len(required), 6, "config.rs changed shape; update this test")
-        env = stack.function_environment(self.template, "p-", PROVIDER)
+        env = sam_template.function_environment(self.template, "p-", PROVIDER)
         self.assertEqual(required - set(env), set())
         self.assertEqual(env["ANTHROPIC_API_KEY_SECRET_ARN"], "arn:local-secret")
 
     def test_a_parameter_without_default_must_be_set_locally(self):
         with self.assertRaises(SystemExit):
-            stack.function_environment(self.template, "p-", {})
+            sam_template.function_environment(self.template, "p-", {})
 
     def test_the_local_stack_names_the_cookie_without_the_https_only_prefix(self):
-        env = stack.function_environment(self.template, "p-", {**stack.LOCAL_PARAMETERS, **PROVIDER})
+        env = sam_template.function_environment(self.template, "p-", {**sam_template.LOCAL_PARAMETERS, **PROVIDER})
         self.assertEqual(env["SESSION_COOKIE_NAME"], "knoq_session")
 
     def test_every_function_has_a_log_group_with_the_retention_parameter(self):
@@ -82,7 +84,7 @@ class TemplateTest(unittest.TestCase):
             self.assertIsNotNone(match, f"{logical_id}: named as Lambda names a function's group")
             named[match.group(1)] = logical_id
             self.assertEqual(props["RetentionInDays"], {"Ref": "LogRetentionDays"}, logical_id)
-        self.assertEqual(set(named), set(stack.functions(self.template)), "one per function")
+        self.assertEqual(set(named), set(sam_template.functions(self.template)), "one per function")
         parameter = self.template["Parameters"]["LogRetentionDays"]
         self.assertEqual(parameter["Default"], 30)
         self.assertIn(parameter["Default"], parameter["AllowedValues"])
@@ -103,19 +105,19 @@ class TemplateTest(unittest.TestCase):
             self.assertLess(tighter, parameters[api["DefaultRouteSettings"][key]["Ref"]]["Default"])
 
     def test_the_purge_sweeper_runs_every_minute_and_other_schedules_are_read_or_refused(self):
-        self.assertEqual(stack.schedules(self.template), {"purge-sweeper": 60})
+        self.assertEqual(sam_template.schedules(self.template), {"purge-sweeper": 60})
         resources = copy.deepcopy(self.template["Resources"])
         events = resources["PurgeSweeperFunction"]["Properties"]["Events"]
         events["EveryMinute"]["Properties"]["Schedule"] = "rate(2 hours)"
-        self.assertEqual(stack.schedules({**self.template, "Resources": resources}), {"purge-sweeper": 7200})
+        self.assertEqual(sam_template.schedules({**self.template, "Resources": resources}), {"purge-sweeper": 7200})
         events["EveryMinute"]["Properties"]["Schedule"] = "cron(0 * * * ? *)"
         with self.assertRaises(SystemExit):
-            stack.schedules({**self.template, "Resources": resources})
-        event = json.loads(stack.scheduled_event())
+            sam_template.schedules({**self.template, "Resources": resources})
+        event = json.loads(emulator_patches.scheduled_event())
         self.assertEqual((event["source"], event["detail-type"]), ("aws.events", "Scheduled Event"))
 
     def test_a_turn_execution_that_ends_unfinished_goes_to_the_checker_and_other_rules_are_refused(self):
-        rules = stack.execution_status_rules(self.template)
+        rules = sam_template.execution_status_rules(self.template)
         self.assertEqual(rules, [{
             "function": "checker",
             "statuses": ["FAILED", "TIMED_OUT", "ABORTED"],
@@ -125,12 +127,12 @@ class TemplateTest(unittest.TestCase):
         rule = resources["CheckerFunction"]["Properties"]["Events"]["RunEndedUnfinished"]["Properties"]
         rule["Pattern"]["source"] = ["aws.s3"]
         with self.assertRaises(SystemExit):
-            stack.execution_status_rules({**self.template, "Resources": resources})
+            sam_template.execution_status_rules({**self.template, "Resources": resources})
         described = {
             "executionArn": "arn:aws:states:us-east-1:123456789012:execution:m:r", "name": "r",
             "status": "ABORTED", "input": '{"sessionId":"s","runId":"r"}', "startDate": None,
         }
-        event = json.loads(stack.execution_status_event(described, "arn:m"))
+        event = json.loads(emulator_patches.execution_status_event(described, "arn:m"))
         self.assertEqual(event["detail-type"], "Step Functions Execution Status Change")
         self.assertEqual(event["source"], "aws.states")
         self.assertEqual(event["detail"]["status"], "ABORTED")
@@ -146,30 +148,30 @@ class TemplateTest(unittest.TestCase):
     def test_unknown_reference_is_an_error(self):
         broken = {**self.template, "Globals": {"Function": {"Environment": {"Variables": {"X": {"Ref": "Nope"}}}}}}
         with self.assertRaises(SystemExit):
-            stack.function_environment(broken, "p-", {})
+            sam_template.function_environment(broken, "p-", {})
 
     def test_the_read_limit_is_300_in_production_and_dev_and_raised_by_a_parameter_override(self):
         parameter = self.template["Parameters"]["ReadsLimitPerMinute"]
         self.assertEqual((parameter["Default"], parameter["MinValue"]), (300, 1))
-        dev = stack.function_environment(self.template, "p-", {**stack.LOCAL_PARAMETERS, **PROVIDER})
+        dev = sam_template.function_environment(self.template, "p-", {**sam_template.LOCAL_PARAMETERS, **PROVIDER})
         self.assertEqual(dev["RATE_LIMIT_READS_PER_MINUTE"], "300")
-        raised = stack.parameter_overrides(self.template, ["ReadsLimitPerMinute=100000"])
-        env = stack.function_environment(
-            self.template, "p-", {**stack.LOCAL_PARAMETERS, **PROVIDER, **raised}
+        raised = sam_template.parameter_overrides(self.template, ["ReadsLimitPerMinute=100000"])
+        env = sam_template.function_environment(
+            self.template, "p-", {**sam_template.LOCAL_PARAMETERS, **PROVIDER, **raised}
         )
         self.assertEqual(env["RATE_LIMIT_READS_PER_MINUTE"], "100000")
         self.assertEqual(env["RATE_LIMIT_CANCEL_PER_MINUTE"], "30", "the other limits keep theirs")
 
     def test_a_parameter_override_must_name_a_template_parameter(self):
-        self.assertEqual(stack.parameter_overrides(self.template, None), {})
-        self.assertEqual(stack.parameter_overrides(self.template, ["Model=a=b"]), {"Model": "a=b"})
+        self.assertEqual(sam_template.parameter_overrides(self.template, None), {})
+        self.assertEqual(sam_template.parameter_overrides(self.template, ["Model=a=b"]), {"Model": "a=b"})
         for bad in ["ReadsLimitPerMinut=5", "ReadsLimitPerMinute", "=5"]:
             with self.assertRaises(SystemExit, msg=bad):
-                stack.parameter_overrides(self.template, [bad])
+                sam_template.parameter_overrides(self.template, [bad])
 
 
 #: The provider parameters the local stack sets (the template has no default for the secret).
-PROVIDER = stack.provider_parameters("arn:local-secret", {"base_url": "http://127.0.0.1:1"})
+PROVIDER = sam_template.provider_parameters("arn:local-secret", {"base_url": "http://127.0.0.1:1"})
 
 
 class StateMachineTest(unittest.TestCase):
@@ -177,9 +179,9 @@ class StateMachineTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.template = stack.load_template()
+        cls.template = sam_template.load_template()
         cls.props = cls.template["Resources"]["TurnStateMachine"]["Properties"]
-        cls.definition = json.loads((stack.ROOT / cls.props["DefinitionUri"]).read_text())
+        cls.definition = json.loads((sam_template.ROOT / cls.props["DefinitionUri"]).read_text())
 
     def task_states(self, definition=None):
         states = (definition or self.definition)["States"]
@@ -198,7 +200,7 @@ class StateMachineTest(unittest.TestCase):
             invoked.add(placeholder.group(1))
         substitutions = self.props["DefinitionSubstitutions"]
         self.assertEqual(invoked, set(substitutions), "every substitution is used, none is missing")
-        functions = stack.functions(self.template)
+        functions = sam_template.functions(self.template)
         for key in invoked:
             target = substitutions[key]["Fn::GetAtt"]
             self.assertIn(target[0], functions, f"{key} names a function the template defines")
@@ -260,12 +262,12 @@ class StateMachineTest(unittest.TestCase):
             self.assertIs(state["Retry"][0], throttled, f"{name}: matched first")
 
     def test_local_definition_substitutes_the_local_function_name(self):
-        local = json.loads(stack.state_machine_definition(self.template, "TurnStateMachine"))
+        local = json.loads(sam_template.state_machine_definition(self.template, "TurnStateMachine"))
         names = {name: state["Parameters"]["FunctionName"] for name, state in self.task_states(local).items()}
         self.assertEqual(names, {"StartWorker": "worker", "Poll": "checker", "RecordFailure": "checker"})
 
     def test_the_worker_is_the_one_function_started_asynchronously(self):
-        self.assertEqual(stack.asynchronous_functions(self.template), {"worker"})
+        self.assertEqual(sam_template.asynchronous_functions(self.template), {"worker"})
 
     def test_env_values_survive_dotenv_and_the_shell(self):
         self.assertEqual(stack.env_value("http://127.0.0.1:1"), "http://127.0.0.1:1")
