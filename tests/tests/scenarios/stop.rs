@@ -171,6 +171,51 @@ async fn a_delete_while_the_model_streams_closes_the_call_at_the_stop_watch_not_
     the_stop_watch_stops_the_worker(Waiting::Streaming, true).await;
 }
 
+/// A model call whose first attempt was answered 529 waits 3 s (`retry-after`) before the
+/// provider client tries again. A cancel answered during that wait ends it without the retry:
+/// the worker renews its lease before every attempt, and the guard refuses it. The stop watch's
+/// reads and the heartbeat's renewals are held by the emulator meanwhile, as a loaded store
+/// would answer them late: before the fix, the retry then opened a model call after the
+/// cancel's answer (chaos seeds 608 and 609, `no_provider_call_after_cancel`).
+#[tokio::test]
+async fn a_cancel_while_a_model_call_waits_to_be_retried_stops_it_before_the_retry() {
+    let client = ApiClient::for_new_caller().await;
+    let tag = unique("retry");
+    let directive = "notool=1 words=5 fail=529:1 retry_after=3";
+    let (id, _) = client.create(&format!("Go on [[emu tag={tag} {directive}]]")).await;
+    let refused = provider_calls_until(&tag, Duration::from_secs(20), |calls| {
+        calls.first().is_some_and(|call| call["status"] == 529)
+    })
+    .await;
+    let refused_at = refused[0]["startedAtMs"].as_i64().unwrap();
+    let renewals = hold_the_renewals(&id).await;
+    let watch = Fault::slow("GetItem", "SessionsTable", RENEWALS_HELD)
+        .containing(&id)
+        .containing("cancelled_at, deleted_at, active_run, worker_id")
+        .plant()
+        .await;
+    assert_eq!(client.cancel(&id).await, json!({ "ok": true }));
+    let answered = epoch_ms();
+    assert!(answered < refused_at + 2_500, "the cancel came well before the retry was due");
+    // Past the retry's due time (3 s after the 529), with a margin for a loaded machine.
+    let due = refused_at + 3_000 + 2_000;
+    tokio::time::sleep(Duration::from_millis((due - epoch_ms()).max(0) as u64)).await;
+    let calls = provider_calls(&tag).await;
+    for fault in [renewals, watch] {
+        fault.clear().await;
+    }
+    let late: Vec<_> =
+        calls.iter().filter(|call| call["startedAtMs"].as_i64().unwrap() > answered).collect();
+    assert!(late.is_empty(), "a model call opened after the cancel's answer: {late:?}");
+    assert_eq!(calls.len(), 1, "the retry never opened: {calls:?}");
+    let ended = client
+        .transcript_until(&id, Duration::from_millis(50), Duration::from_secs(20), |t| {
+            count_of(t, "status_terminated") > 0
+        })
+        .await;
+    assert_eq!(event_types(&ended).last().unwrap(), "status_terminated");
+}
+
 /// A worker in this process, built as the worker function builds it, for runs that poll
 /// every 5 s: its heartbeat comes every 2.5 s, its stop watch every 100 ms as at any interval.
 /// Its text is written every 10 s, not 0.5 s: a text write after the cancel is refused and

@@ -31,6 +31,22 @@ pub(super) struct Failure {
     retry_after: Option<Duration>,
 }
 
+/// Why one attempt to open a stream failed ([`Provider::open_attempt`]).
+#[derive(Debug)]
+pub struct OpenFailure {
+    /// What failed.
+    pub error: ProviderError,
+    /// How long to wait before the next attempt; `None` when there is no next attempt (the
+    /// error is not retryable, or it was the last attempt the policy allows).
+    pub retry_in: Option<Duration>,
+}
+
+impl OpenFailure {
+    fn last(error: ProviderError) -> Self {
+        Self { error, retry_in: None }
+    }
+}
+
 /// The Messages API client: one HTTP client per container, and the call's configuration.
 #[derive(Debug, Clone)]
 pub struct Provider {
@@ -72,32 +88,52 @@ impl Provider {
         messages: &[Message],
         tools: &[ToolSpec],
     ) -> Result<ModelStream, ProviderError> {
-        let body = self.request_body(messages, tools)?;
-        let attempts = self.config.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            let failure = match self.attempt(body.clone()).await {
-                Ok(response) => {
-                    return Ok(ModelStream::from_response(response, self.config.stall_timeout));
+            match self.open_attempt(messages, tools, attempt).await {
+                Ok(stream) => return Ok(stream),
+                Err(OpenFailure { retry_in: Some(wait), .. }) => {
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
                 }
-                Err(failure) => failure,
-            };
-            if attempt >= attempts || !failure.error.is_retryable() {
-                return Err(failure.error);
+                Err(OpenFailure { error, retry_in: None }) => return Err(error),
             }
-            let wait = backoff(&self.config, attempt, failure.retry_after, random_unit());
-            tracing::warn!(
-                attempt,
-                max_attempts = attempts,
-                status = status_of(&failure.error),
-                error_type = failure.error.error_type(),
-                wait_ms = wait.as_millis() as u64,
-                error = %failure.error,
-                "model provider call failed, retrying"
-            );
-            tokio::time::sleep(wait).await;
-            attempt += 1;
         }
+    }
+
+    /// Attempt number `attempt` (from 1) of [`Provider::open`], alone: for a caller that must
+    /// check something before each attempt. The worker renews its lease first, so that no
+    /// retry opens a model call for a turn cancelled while it waited (a cancel's answer
+    /// promises that no model call of the session starts after it). A failure says how
+    /// long to wait before the next attempt, or that there is none.
+    pub async fn open_attempt(
+        &self,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        attempt: u32,
+    ) -> Result<ModelStream, OpenFailure> {
+        let body = self.request_body(messages, tools).map_err(OpenFailure::last)?;
+        let failure = match self.attempt(body).await {
+            Ok(response) => {
+                return Ok(ModelStream::from_response(response, self.config.stall_timeout));
+            }
+            Err(failure) => failure,
+        };
+        let attempts = self.config.max_attempts.max(1);
+        if attempt >= attempts || !failure.error.is_retryable() {
+            return Err(OpenFailure::last(failure.error));
+        }
+        let wait = backoff(&self.config, attempt, failure.retry_after, random_unit());
+        tracing::warn!(
+            attempt,
+            max_attempts = attempts,
+            status = status_of(&failure.error),
+            error_type = failure.error.error_type(),
+            wait_ms = wait.as_millis() as u64,
+            error = %failure.error,
+            "model provider call failed, retrying"
+        );
+        Err(OpenFailure { error: failure.error, retry_in: Some(wait) })
     }
 
     fn request_body(

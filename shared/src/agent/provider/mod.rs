@@ -113,7 +113,7 @@ mod stream;
 mod wire;
 
 pub use assembler::{Assembler, Output};
-pub use client::Provider;
+pub use client::{OpenFailure, Provider};
 pub use stream::ModelStream;
 pub use wire::*;
 

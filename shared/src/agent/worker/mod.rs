@@ -33,8 +33,8 @@ use serde_json::json;
 use super::history::{self, HISTORY_CHAR_BUDGET};
 use super::lease::LeaseClock;
 use super::provider::{
-    ApiKey, Assembler, ContentBlock, Message, ModelStream, Output, Provider, ProviderConfig,
-    ProviderError, Role, ToolSpec, Usage,
+    ApiKey, Assembler, ContentBlock, Message, ModelStream, OpenFailure, Output, Provider,
+    ProviderConfig, ProviderError, Role, ToolSpec, Usage,
 };
 use super::tools::{SearchSessions, Tools};
 use crate::clock::Timestamp;

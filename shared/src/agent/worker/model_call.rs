@@ -26,13 +26,7 @@ impl Play<'_> {
         loop {
             attempt += 1;
             let worker = self.worker;
-            // Spend nothing for a turn that stopped being ours since the last write or
-            // heartbeat (a cancel while the transcript was read, a tool ran, a retry waited):
-            // renew the lease first, which the guard refuses once the session is cancelled.
-            if !self.renew_lease().await? {
-                return Ok(None);
-            }
-            let Some(opened) = self.watched(worker.provider.open(messages, specs)).await? else {
+            let Some(opened) = self.open(messages, specs).await? else {
                 return Ok(None);
             };
             let stream = match opened {
@@ -72,6 +66,44 @@ impl Play<'_> {
                         continue;
                     }
                     return Ok(Some(Err(failure(&self.worker.provider.redacted(error)))));
+                }
+            }
+        }
+    }
+
+    /// Opens the model call's stream, with the provider's retries (429, 529, 5xx, a lost
+    /// connection) taken here one attempt at a time: `None` when the turn stopped being
+    /// this worker's. Before every attempt, the first and each retry, the lease is renewed,
+    /// which the guard refuses once the session is cancelled: a turn that stopped being ours
+    /// since the last write or heartbeat (a cancel while the transcript was read, a tool ran,
+    /// a retry waited) spends nothing more. The stop watch runs beside each attempt and each
+    /// wait, but its read may come late; without the renewal a retry could open a model call
+    /// after the cancel's answer (chaos seeds 608 and 609: a 529, then the retry 140 ms
+    /// after the answer).
+    async fn open(
+        &mut self,
+        messages: &[Message],
+        specs: &[ToolSpec],
+    ) -> Result<Option<Result<ModelStream, ProviderError>>, WorkerError> {
+        let provider = &self.worker.provider;
+        let mut attempt = 1;
+        loop {
+            if !self.renew_lease().await? {
+                return Ok(None);
+            }
+            let Some(opened) =
+                self.watched(provider.open_attempt(messages, specs, attempt)).await?
+            else {
+                return Ok(None);
+            };
+            match opened {
+                Ok(stream) => return Ok(Some(Ok(stream))),
+                Err(OpenFailure { error, retry_in: None }) => return Ok(Some(Err(error))),
+                Err(OpenFailure { retry_in: Some(wait), .. }) => {
+                    if self.watched(tokio::time::sleep(wait)).await?.is_none() {
+                        return Ok(None);
+                    }
+                    attempt += 1;
                 }
             }
         }
