@@ -43,10 +43,10 @@ unit: check-nextest
 
 ## chaos: start the local stack with its fault schedule, then the randomized whole-system test and
 ## its history check (make chaos SEED=<n> SESSIONS=<n> CLIENTS=<n> [FAULT_RATES='name=rate,...'],
-## names and defaults in infra/local/chaos.py); with RUNS=<n>, n consecutive seeds from SEED on one
-## stack, a line each in .local/chaos/series.txt
+## names and defaults in infra/local/chaos.py); with RUNS=<n>, n consecutive seeds from SEED, a
+## fresh stack every SEEDS_PER_STACK (4), a line each in .local/chaos/series.txt
 chaos: $(TOOLS)
-	SEED="$(SEED)" SESSIONS="$(SESSIONS)" CLIENTS="$(CLIENTS)" FAULT_RATES="$(FAULT_RATES)" RUNS="$(RUNS)" infra/local/run.sh chaos
+	SEED="$(SEED)" SESSIONS="$(SESSIONS)" CLIENTS="$(CLIENTS)" FAULT_RATES="$(FAULT_RATES)" RUNS="$(RUNS)" SEEDS_PER_STACK="$(SEEDS_PER_STACK)" infra/local/run.sh chaos
 
 ## build: every function, release, arm64 (provided.al2023), into .aws-sam/build (sam build)
 # One cargo run first builds all the functions' binaries side by side (sam builds them one
