@@ -580,6 +580,49 @@ async fn a_worker_write_slower_than_its_lease_keeps_the_turn_and_its_whole_answe
     assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
 }
 
+/// The same slow append, and the first renewal sent beside it stalls for longer than the
+/// whole wait (as one did in the clean-clone CI of 2026-12-03, for over 6 s, while the
+/// emulator answered every other request in 50 ms). A renewal still unanswered at the next
+/// heartbeat is dropped for a fresh one, so the lease still outlives the append: the turn
+/// ends idle with its whole answer. (Before: no renewal was sent while one was pending, the
+/// lease ran out and the checker ended the turn `worker_lost`.)
+#[tokio::test]
+async fn a_renewal_that_stalls_beside_a_slow_write_is_replaced_at_the_next_heartbeat() {
+    let client = ApiClient::for_new_caller().await;
+    let tag = unique("stalled");
+    let text = format!("Stream for a while [[emu tag={tag} notool=1 words=40 delay_ms=50]]");
+    let (id, run) = client.create(&text).await;
+    let poll = Duration::from_secs(config().workflow.poll_interval_secs);
+    let held = knoq_shared::agent::lease::base_lease(poll) + Duration::from_secs(5);
+    let slow = Fault::slow("TransactWriteItems", "SessionsTable", held)
+        .containing(&id)
+        .containing("turn_step = :step")
+        .times(1)
+        .plant()
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while slow.hits().await == 0 {
+        assert!(std::time::Instant::now() < deadline, "no append of the worker was held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stalled = Fault::slow("UpdateItem", "SessionsTable", held * 2)
+        .containing(&id)
+        .containing("SET worker_renewed_until")
+        .times(1)
+        .plant()
+        .await;
+    let done = client.until_turn_ends(&id, held + Duration::from_secs(40)).await;
+    assert_eq!(stalled.hits().await, 1, "a renewal beside the held append stalled");
+    slow.clear().await;
+    stalled.clear().await;
+    let types = event_types(&done);
+    assert_eq!(count_of(&done, "error"), 0, "no worker_lost: {types:?}: {done}");
+    assert_eq!(types.last().map(String::as_str), Some("status_idle"));
+    let calls = provider_calls(&tag).await;
+    assert_eq!(agent_texts(&done).concat(), calls[0]["textSent"].as_str().unwrap());
+    assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
+}
+
 /// Issue 15, defect 6: the claim commits and its answer is lost; the SDK sends it again and
 /// the copy is refused by the claim's own effect. The worker still plays the turn.
 #[tokio::test]

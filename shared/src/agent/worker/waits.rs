@@ -5,7 +5,8 @@ use super::*;
 
 impl Worker {
     /// Waits for `work`, one store call of the worker on `turn`, sending a lease renewal
-    /// beside it every heartbeat while it waits (stretched by how long it has waited), and
+    /// beside it every heartbeat while it waits (stretched by how long it has waited; a
+    /// renewal still unanswered at the next heartbeat is dropped for a fresh one), and
     /// records how long it took ([`LeaseClock::observe`]). A renewal's refusal or failure is
     /// left for `work` itself, or the next write or heartbeat, to meet.
     pub(super) async fn kept_alive<T>(
@@ -35,14 +36,21 @@ impl Worker {
                 }
                 () = tokio::time::sleep_until(next) => {
                     next = tokio::time::Instant::now() + heartbeat;
-                    if !renewing {
-                        let waited = started.elapsed();
-                        let until = self.lease.until(waited);
-                        let waited_ms = waited.as_millis() as u64;
+                    let waited = started.elapsed();
+                    let until = self.lease.until(waited);
+                    let waited_ms = waited.as_millis() as u64;
+                    if renewing {
+                        // One renewal stuck for a whole heartbeat (a connection the SDK
+                        // retries on, a throttled attempt backing off) must not let the lease
+                        // run out beside a live call: it is abandoned for a fresh one. If the
+                        // abandoned one still lands, late, it sets a lease one heartbeat older
+                        // than the fresh one's, still far beyond the base lease.
+                        tracing::warn!(waited_ms, "a renewal beside a slow store call has not answered in a heartbeat; sending a fresh one");
+                    } else {
                         tracing::info!(waited_ms, "store slow; renewing the lease beside it");
-                        renewal.set(Some(self.sessions.renew_lease(turn, until)).into());
-                        renewing = true;
                     }
+                    renewal.set(Some(self.sessions.renew_lease(turn, until)).into());
+                    renewing = true;
                 }
             }
         }
