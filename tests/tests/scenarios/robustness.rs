@@ -549,15 +549,14 @@ async fn a_worker_write_that_meets_a_transaction_on_the_session_does_not_end_the
     assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
 }
 
-/// Issue 15, chaos seed 304: one append of the worker held by the store for longer than the
-/// worker's whole lease. The worker renews its lease beside the slow write, stretched by how
-/// long the write has waited, so the checker never takes it for dead: the turn ends idle, its
-/// answer whole in the transcript, from one model call. (Before: `worker_lost` at the end of
-/// the lease, the message named unanswered and the answer cut.)
-#[tokio::test]
-async fn a_worker_write_slower_than_its_lease_keeps_the_turn_and_its_whole_answer() {
+/// A turn streaming 40 words (one every 50 ms) whose next append of the worker the emulator
+/// holds for the base lease plus 5 s, once: the client, the provider tag, the session, its
+/// run, how long the append is held and the planted fault.
+async fn a_streaming_turn_with_one_append_held(
+    prefix: &str,
+) -> (ApiClient, String, String, String, Duration, PlantedFault) {
     let client = ApiClient::for_new_caller().await;
-    let tag = unique("slowstore");
+    let tag = unique(prefix);
     let text = format!("Stream for a while [[emu tag={tag} notool=1 words=40 delay_ms=50]]");
     let (id, run) = client.create(&text).await;
     let poll = Duration::from_secs(config().workflow.poll_interval_secs);
@@ -568,6 +567,18 @@ async fn a_worker_write_slower_than_its_lease_keeps_the_turn_and_its_whole_answe
         .times(1)
         .plant()
         .await;
+    (client, tag, id, run, held, slow)
+}
+
+/// Issue 15, chaos seed 304: one append of the worker held by the store for longer than the
+/// worker's whole lease. The worker renews its lease beside the slow write, stretched by how
+/// long the write has waited, so the checker never takes it for dead: the turn ends idle, its
+/// answer whole in the transcript, from one model call. (Before: `worker_lost` at the end of
+/// the lease, the message named unanswered and the answer cut.)
+#[tokio::test]
+async fn a_worker_write_slower_than_its_lease_keeps_the_turn_and_its_whole_answer() {
+    let (client, tag, id, run, held, slow) =
+        a_streaming_turn_with_one_append_held("slowstore").await;
     let done = client.until_turn_ends(&id, held + Duration::from_secs(40)).await;
     assert_eq!(slow.hits().await, 1, "one of the worker's appends was held {held:?}");
     slow.clear().await;
@@ -588,18 +599,7 @@ async fn a_worker_write_slower_than_its_lease_keeps_the_turn_and_its_whole_answe
 /// lease ran out and the checker ended the turn `worker_lost`.)
 #[tokio::test]
 async fn a_renewal_that_stalls_beside_a_slow_write_is_replaced_at_the_next_heartbeat() {
-    let client = ApiClient::for_new_caller().await;
-    let tag = unique("stalled");
-    let text = format!("Stream for a while [[emu tag={tag} notool=1 words=40 delay_ms=50]]");
-    let (id, run) = client.create(&text).await;
-    let poll = Duration::from_secs(config().workflow.poll_interval_secs);
-    let held = knoq_shared::agent::lease::base_lease(poll) + Duration::from_secs(5);
-    let slow = Fault::slow("TransactWriteItems", "SessionsTable", held)
-        .containing(&id)
-        .containing("turn_step = :step")
-        .times(1)
-        .plant()
-        .await;
+    let (client, tag, id, run, held, slow) = a_streaming_turn_with_one_append_held("stalled").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while slow.hits().await == 0 {
         assert!(std::time::Instant::now() < deadline, "no append of the worker was held");
