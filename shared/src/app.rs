@@ -50,9 +50,11 @@ impl App {
         Ok(Self::new(config, &load_sdk_config().await))
     }
 
-    /// Builds the state from a configuration and an SDK configuration.
+    /// Builds the state from a configuration and an SDK configuration; the DynamoDB client
+    /// retries as [`crate::store::dynamodb_retry_config`] says.
     pub fn new(config: Config, sdk: &SdkConfig) -> Self {
-        Self::with_dynamodb(config, sdk, DynamoDbClient::new(sdk))
+        let dynamodb = DynamoDbClient::from_conf(crate::store::dynamodb_config(sdk).build());
+        Self::with_dynamodb(config, sdk, dynamodb)
     }
 
     /// Builds the state around an existing DynamoDB client (benchmarks pass one that

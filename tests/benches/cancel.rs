@@ -41,7 +41,7 @@ async fn variant(name: &'static str, auth_cache_ttl: Duration) -> Variant {
     let sdk = knoq_shared::app::load_sdk_config().await;
     let trips = RoundTrips::default();
     let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(trips.clone()).build(),
+        knoq_shared::store::dynamodb_config(&sdk).interceptor(trips.clone()).build(),
     );
     let mut config = config();
     config.auth_cache_ttl = auth_cache_ttl;

@@ -66,7 +66,10 @@ async fn issue_token(args: &[String]) -> Result<(), String> {
     let table = std::env::var("AUTH_SESSIONS_TABLE")
         .map_err(|_| "environment variable AUTH_SESSIONS_TABLE is required but not set")?;
     let sdk = knoq_shared::app::load_sdk_config().await;
-    let store = AuthSessionStore::new(DynamoDbClient::new(&sdk), table);
+    let store = AuthSessionStore::new(
+        DynamoDbClient::from_conf(knoq_shared::store::dynamodb_config(&sdk).build()),
+        table,
+    );
     let token = new_token();
     let record = AuthRecord {
         user_id: user_id.to_string(),

@@ -34,7 +34,9 @@ use std::time::Duration;
 use crate::clock::Timestamp;
 use crate::domain::{EventType, RunId, SessionId};
 use crate::store::StoreError;
-use crate::store::sessions::{ActiveRun, NewEvent, PollRead, SessionRecord, SessionStore};
+use crate::store::sessions::{
+    ActiveRun, FailureGuard, NewEvent, PollRead, SessionRecord, SessionStore,
+};
 use crate::telemetry;
 use crate::test_hooks::{CHECKER_FAULT, TestHooks};
 use crate::workflow::{RUN_LEASE, TIMEOUT_MARGIN, TURN_TIMEOUT, WorkflowStarter};
@@ -272,7 +274,7 @@ impl Checker {
                 "The agent's run reached its time limit and was stopped. Send a message to \
                  continue.",
             );
-            return self.end_failed(&session, run_id, &event, now).await;
+            return self.end_failed(&session, run_id, &event, FailureGuard::RunActive, now).await;
         }
         let worker = &run.worker;
         let Some(result) = worker.result.as_deref() else {
@@ -302,14 +304,14 @@ impl Checker {
                 WORKER_LOST,
                 "The agent stopped responding and its turn was ended. Send a message to try again.",
             );
-            return self.end_failed(&session, run_id, &event, now).await;
+            return self.end_failed(&session, run_id, &event, FailureGuard::LeaseRunOut, now).await;
         };
         if result == "failed" {
             let event = error_event_with(
                 worker.error_type.as_deref().unwrap_or("unknown_error"),
                 worker.error_message.as_deref().unwrap_or("The agent's turn failed."),
             );
-            return self.end_failed(&session, run_id, &event, now).await;
+            return self.end_failed(&session, run_id, &event, FailureGuard::RunActive, now).await;
         }
         if session.queued_messages > 0 {
             if let Some(arn) = state_machine
@@ -368,7 +370,11 @@ impl Checker {
                     break;
                 }
                 let event = with_unanswered(&failed, unanswered_messages(&current).max(queued));
-                if self.sessions.fail_turn(&current, &next, &event, now).await? {
+                if self
+                    .sessions
+                    .fail_turn(&current, &next, &event, FailureGuard::RunActive, now)
+                    .await?
+                {
                     break;
                 }
             }
@@ -384,10 +390,11 @@ impl Checker {
         session: &SessionRecord,
         run_id: &RunId,
         event: &NewEvent,
+        guard: FailureGuard,
         now: Timestamp,
     ) -> Result<CheckerResponse, CheckerError> {
         let event = with_unanswered(event, unanswered_messages(session));
-        if self.sessions.fail_turn(session, run_id, &event, now).await? {
+        if self.sessions.fail_turn(session, run_id, &event, guard, now).await? {
             return Ok(CheckerResponse::stop(Outcome::Failed));
         }
         self.after_refusal(&session.id, run_id, now).await
@@ -409,7 +416,11 @@ impl Checker {
                 ForRun::Over(answer) => return Ok(answer),
             };
             let event = with_unanswered(&event, unanswered_messages(&session));
-            if self.sessions.fail_turn(&session, run_id, &event, now).await? {
+            if self
+                .sessions
+                .fail_turn(&session, run_id, &event, FailureGuard::RunActive, now)
+                .await?
+            {
                 tracing::warn!(session_id, run_id = %run_id, error, "turn failed");
                 return Ok(CheckerResponse::stop(Outcome::Failed));
             }

@@ -16,6 +16,7 @@ use crate::clock::Timestamp;
 use crate::domain::{RunId, SessionId};
 use crate::error::ApiError;
 use crate::http::json_response;
+use crate::store::sessions::FailureGuard;
 
 /// The Lambda request id of this invocation, or a fresh UUID when called outside Lambda.
 pub fn request_id(request: &Request) -> String {
@@ -44,7 +45,9 @@ pub async fn start_run(app: &App, session: &SessionId, run: &RunId) -> Result<()
     tracing::error!(session_id = %session, run_id = %run, %error, "run not started");
     if let Some(stored) = app.sessions.get(&session.as_string()).await? {
         let event = error_event("Knoq.StartExecutionFailed");
-        app.sessions.fail_turn(&stored, run, &event, Timestamp::now()).await?;
+        app.sessions
+            .fail_turn(&stored, run, &event, FailureGuard::RunActive, Timestamp::now())
+            .await?;
     }
     Err(ApiError::WorkflowUnavailable)
 }

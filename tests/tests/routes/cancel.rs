@@ -257,7 +257,7 @@ async fn unknown_or_malformed_cookies_cost_no_read_once_known() {
     let sdk = knoq_shared::app::load_sdk_config().await;
     let trips = knoq_shared::store::Attempts::default();
     let client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&sdk).interceptor(trips.clone()).build(),
+        knoq_shared::store::dynamodb_config(&sdk).interceptor(trips.clone()).build(),
     );
     let app = App::with_dynamodb(config(), &sdk, client);
     let origin = app.config.allowed_origin.clone();

@@ -157,29 +157,65 @@ async fn a_message_met_by_two_conflicts_is_kept_once() {
     conflicts.clear().await;
 }
 
+/// Every attempt but the last of the functions' DynamoDB retry policy may be throttled.
+const ABSORBED: u32 = knoq_shared::store::DYNAMODB_MAX_ATTEMPTS - 1;
+
+/// [`ABSORBED`] as the emulator counts a fault's hits.
+const ABSORBED_HITS: u64 = ABSORBED as u64;
+
 #[tokio::test]
 async fn throttling_is_retried_by_the_sdk() {
     let (client, id, _) = caller_with_quiet_session().await;
-    // The SDK's standard retry makes three attempts: two throttled answers are absorbed.
+    // The SDK's standard retry makes DYNAMODB_MAX_ATTEMPTS attempts: all but the last may be
+    // throttled (with the SDK's default of 3, the third throttle was a 503).
     let throttled = Fault::new("TransactWriteItems", "SessionsTable", "ThrottlingException")
-        .times(2)
+        .times(ABSORBED)
         .containing(&id)
         .plant()
         .await;
     let (status, _, answer) = client.message(&id, "Busy?").await;
     assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
-    assert_eq!(throttled.hits().await, 2);
+    assert_eq!(throttled.hits().await, ABSORBED_HITS);
     throttled.clear().await;
     let throttled =
         Fault::new("UpdateItem", "SessionsTable", "ProvisionedThroughputExceededException")
-            .times(2)
+            .times(ABSORBED)
             .containing(&id)
             .plant()
             .await;
     let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
     assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })));
-    assert_eq!(throttled.hits().await, 2);
+    assert_eq!(throttled.hits().await, ABSORBED_HITS);
     throttled.clear().await;
+}
+
+/// Chaos seed 612: a worker's text flush met three busy answers in a row (the SDK's default
+/// budget) and the turn ended `store_error` with the model's whole answer lost. A burst as
+/// long as the retry policy allows now leaves the answer whole in the transcript.
+#[tokio::test]
+async fn a_burst_of_throttling_on_a_workers_text_flush_keeps_the_whole_answer() {
+    let client = ApiClient::for_new_caller().await;
+    let tag = unique("flush-throttled");
+    let (id, run) = client
+        .create(&format!("Stream for a while [[emu tag={tag} notool=1 words=20 delay_ms=50]]"))
+        .await;
+    let throttled =
+        Fault::new("TransactWriteItems", "SessionsTable", "ProvisionedThroughputExceededException")
+            .containing(&id)
+            .containing("agent_message")
+            .times(ABSORBED)
+            .plant()
+            .await;
+    let done = client.until_turn_ends(&id, Duration::from_secs(40)).await;
+    let hits = throttled.hits().await;
+    throttled.clear().await;
+    let types = event_types(&done);
+    assert_eq!(hits, ABSORBED_HITS, "the flushes met every throttle: {types:?}");
+    assert_eq!(count_of(&done, "error"), 0, "no store_error: {types:?}: {done}");
+    assert_eq!(types.last().map(String::as_str), Some("status_idle"));
+    let text: String = agent_texts(&done).concat();
+    assert_eq!(text.split_whitespace().count(), 20, "the whole answer: {text}");
+    assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
 }
 
 #[tokio::test]
@@ -195,7 +231,11 @@ async fn a_cancel_throttled_through_every_retry_is_503_with_retry_after_and_chan
     assert_eq!(status.as_u16(), 503, "{answer}");
     assert_eq!(retry_after.as_deref(), Some("2"));
     assert_eq!(answer, json!({ "error": "the service is busy; retry in 2 s" }));
-    assert_eq!(throttled.hits().await, 3, "the SDK tried three times");
+    assert_eq!(
+        throttled.hits().await,
+        u64::from(knoq_shared::store::DYNAMODB_MAX_ATTEMPTS),
+        "the SDK tried every attempt of the policy"
+    );
     assert_eq!(session_item(&id).await.unwrap(), before, "nothing changed");
     throttled.clear().await;
     let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
@@ -235,7 +275,8 @@ async fn dynamodb_failing_mid_request_answers_json_503_and_writes_nothing() {
     assert_eq!((session_item(&id).await.unwrap(), event_items(&id).await), before);
     assert_eq!(sessions_owned(&caller.user_id, &caller.org_id).await, 1, "no new session");
     for fault in failing {
-        assert!(fault.hits().await >= 3, "the SDK retried each");
+        let attempts = u64::from(knoq_shared::store::DYNAMODB_MAX_ATTEMPTS);
+        assert!(fault.hits().await >= attempts, "the SDK retried each");
         fault.clear().await;
     }
 }
@@ -348,6 +389,46 @@ async fn a_lost_response_of_a_cancel_or_a_delete_still_reports_what_it_did() {
     assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })), "not a 404");
     assert_eq!(lost.hits().await, 1);
     lost.clear().await;
+    assert!(session_item(&id).await.is_none());
+}
+
+/// Chaos seed 613: a delete's mark committed, its answer was lost and the SDK's two resends
+/// met 500s, so the route answered 503 though the session was gone. With the functions'
+/// retry policy the resends go on until one is answered, and the route recognises its own
+/// mark (or cancel stamp): a cancel and a delete whose first answer is lost and whose next
+/// three attempts fail still answer 200.
+#[tokio::test]
+async fn a_lost_response_of_a_cancel_or_a_delete_then_server_errors_still_reports_what_it_did() {
+    let (client, id, caller) = caller_with_quiet_session().await;
+    let plant = |id: String| async move {
+        let lost = Fault::new("UpdateItem", "SessionsTable", "CommittedResponseLost")
+            .times(1)
+            .containing(&id)
+            .plant()
+            .await;
+        let failing = Fault::new("UpdateItem", "SessionsTable", "InternalServerError")
+            .times(3)
+            .containing(&id)
+            .plant()
+            .await;
+        (lost, failing)
+    };
+    let (lost, failing) = plant(id.clone()).await;
+    let (status, _, answer) = client.post("cancel", body(json!({ "sessionId": id }))).await;
+    let hits = (lost.hits().await, failing.hits().await);
+    lost.clear().await;
+    failing.clear().await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })), "the first cancel");
+    assert_eq!(hits, (1, 3));
+
+    let id = quiet_session(&app().await, &caller, "Delete me").await;
+    let (lost, failing) = plant(id.clone()).await;
+    let (status, _, answer) = client.delete("session", &[("sessionId", &id)]).await;
+    let hits = (lost.hits().await, failing.hits().await);
+    lost.clear().await;
+    failing.clear().await;
+    assert_eq!((status.as_u16(), &answer), (200, &json!({ "ok": true })), "not a 503");
+    assert_eq!(hits, (1, 3));
     assert!(session_item(&id).await.is_none());
 }
 
@@ -547,6 +628,53 @@ async fn a_worker_write_that_meets_a_transaction_on_the_session_does_not_end_the
     let text: String = agent_texts(&done).concat();
     assert_eq!(text.split_whitespace().count(), 40, "the whole answer: {text}");
     assert_eq!(execution_end(&run, Duration::from_secs(10)).await, "SUCCEEDED");
+}
+
+/// Chaos seed 618: a worker stalled past its lease (the whole machine paused 21 s). The
+/// checker read the lease run out; the worker woke and renewed its lease before the
+/// checker's write; both writes held, so the worker opened a model call whose answer every
+/// write then refused, and the next turn answered the message again. The checker's failure
+/// now holds only while no lease runs past its `now` ([`FailureGuard::LeaseRunOut`]), so
+/// exactly one of the two wins, in either order. Step by step against the emulator, on a
+/// session no workflow runs.
+#[tokio::test]
+async fn a_worker_lost_is_ended_only_if_its_lease_is_still_run_out_when_the_checker_writes() {
+    use knoq_shared::checker::error_event_with;
+    use knoq_shared::clock::Timestamp;
+    use knoq_shared::store::sessions::FailureGuard;
+    use knoq_shared::store::turn_worker::ClaimedTurn;
+
+    let app = app().await;
+    let id = quiet_session(&app, &new_caller().await, "Stall, then wake").await;
+    let at =
+        |offset_ms: i64| Timestamp::from_epoch_millis(Timestamp::now().epoch_millis() + offset_ms);
+    let run = app.sessions.get(&id).await.unwrap().unwrap().active_run.unwrap().id;
+    let claimed = app.sessions.claim_turn(&id, &run, "stalled-worker", at(-1_000)).await.unwrap();
+    let turn = ClaimedTurn::from_claim(&claimed.expect("claimed"), "stalled-worker").unwrap();
+    let lost = error_event_with("worker_lost", "The agent stopped responding.");
+
+    // The checker reads the lease run out; the worker renews; then the checker writes.
+    let now = at(0);
+    let read = app.sessions.get(&id).await.unwrap().unwrap();
+    assert!(read.active_run.as_ref().unwrap().worker.lease_until.unwrap() < now);
+    assert!(app.sessions.renew_lease(&turn, at(15_000)).await.unwrap(), "the worker woke");
+    let ended = app.sessions.fail_turn(&read, &run, &lost, FailureGuard::LeaseRunOut, now).await;
+    assert!(!ended.unwrap(), "the renewed worker keeps its turn");
+    let item = session_item(&id).await.unwrap();
+    assert_eq!(attr(&item, "worker_id"), Some("stalled-worker"));
+    assert_eq!(event_items(&id).await.len(), 1, "no error event, only the opening message");
+
+    // The lease runs out again; this time the checker writes first: the worker's renewal,
+    // which comes before any model call it would open, is refused.
+    let later = at(16_000);
+    let read = app.sessions.get(&id).await.unwrap().unwrap();
+    let ended = app.sessions.fail_turn(&read, &run, &lost, FailureGuard::LeaseRunOut, later).await;
+    assert!(ended.unwrap(), "the lease had run out: the turn ends");
+    assert!(
+        !app.sessions.renew_lease(&turn, at(31_000)).await.unwrap(),
+        "a lost worker stays lost"
+    );
+    assert_eq!(event_items(&id).await.len(), 2, "the opening message and the error");
 }
 
 /// A turn streaming 40 words (one every 50 ms) whose next append of the worker the emulator

@@ -137,6 +137,23 @@ pub struct TurnWorker {
     pub output_tokens: u64,
 }
 
+/// What must still hold, beyond the run being active, for [`SessionStore::fail_turn`] to end
+/// a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureGuard {
+    /// Nothing more: the turn failed of itself (the worker reported it, the run reached its
+    /// time limit, the workflow failed).
+    RunActive,
+    /// No worker lease (a claim's, an append's or a renewal's) runs past the failure's
+    /// `now`: the caller read a lease that had run out. A worker that claimed the turn or
+    /// renewed its lease since (one stalled past its lease, then woke) keeps the turn, and
+    /// the caller reads again; otherwise the worker's next renewal is refused, before any
+    /// model call it would open. Without it both wrote: chaos seed 618, where a renewal came
+    /// between the checker's read and its write, a model call opened, and its answer was
+    /// refused and lost.
+    LeaseRunOut,
+}
+
 /// A session item as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {

@@ -211,29 +211,40 @@ impl SessionStore {
     /// leaves the session idle, if `run` is still active, the session is not cancelled, and
     /// exactly the `session.queued_messages` messages the event names as unanswered are
     /// queued: a message queued since the read makes the guard refuse, so the caller reads
-    /// again and names it too (none is dropped without a word).
+    /// again and names it too (none is dropped without a word). `guard` adds what else must
+    /// still hold ([`FailureGuard`]).
     pub async fn fail_turn(
         &self,
         session: &SessionRecord,
         run: &RunId,
         event: &NewEvent,
+        guard: FailureGuard,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        let mut condition = String::from(if session.queued_messages == 0 {
+            "active_run = :run AND attribute_not_exists(cancelled_at) \
+             AND (attribute_not_exists(queued_messages) OR queued_messages = :seen)"
+        } else {
+            "active_run = :run AND attribute_not_exists(cancelled_at) \
+             AND queued_messages = :seen"
+        });
+        let mut values = vec![
+            (":run", s(run.as_str())),
+            (":idle", s(SessionStatus::Idle.as_str())),
+            (":seen", n(session.queued_messages)),
+        ];
+        if guard == FailureGuard::LeaseRunOut {
+            condition.push_str(
+                " AND (attribute_not_exists(worker_lease_until) OR worker_lease_until < :now_ms) \
+                 AND (attribute_not_exists(worker_renewed_until) OR worker_renewed_until < :now_ms)",
+            );
+            values.push((":now_ms", n(now.epoch_millis())));
+        }
         let append = Append {
             set: ", #status = :idle",
             remove: Some(RUN_ATTRIBUTES),
-            condition: if session.queued_messages == 0 {
-                "active_run = :run AND attribute_not_exists(cancelled_at) \
-                 AND (attribute_not_exists(queued_messages) OR queued_messages = :seen)"
-            } else {
-                "active_run = :run AND attribute_not_exists(cancelled_at) \
-                 AND queued_messages = :seen"
-            },
-            values: vec![
-                (":run", s(run.as_str())),
-                (":idle", s(SessionStatus::Idle.as_str())),
-                (":seen", n(session.queued_messages)),
-            ],
+            condition: &condition,
+            values,
         };
         self.append(session, event, append, now).await
     }
