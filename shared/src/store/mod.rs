@@ -59,8 +59,8 @@ pub enum StoreError {
 }
 
 /// Error codes that say DynamoDB is busy rather than that the request is wrong. The SDK's
-/// standard retry already retried the throttling ones ([`dynamodb_retry_config`]); a conflict with a transaction is
-/// retried by [`retry_conflicts`] and [`transact`].
+/// standard retry already retried the throttling ones ([`dynamodb_retry_config`]); a
+/// conflict with a transaction is retried by [`retry_conflicts`] and [`transact`].
 const BUSY_CODES: &[&str] = &[
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
